@@ -1,0 +1,1 @@
+"""Real servers for the tests; filled in by the harness."""
