@@ -1,1 +1,0 @@
-"""Real servers for the tests; filled in by the harness."""

@@ -1,0 +1,115 @@
+"""Smoke tests of the harness: each real server runs, answers, and has its skew."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+from homeassistant.core import HomeAssistant
+import ntplib
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
+
+import custom_components.clock_drift  # noqa: F401
+from tests.harness import (
+    ChronyCommandServer,
+    StartCeleryWorker,
+    StartNtpServer,
+    StartRedis,
+)
+from tests.harness.servers import faketime_spec
+
+HEARTBEATS = "/0.celeryev/worker.heartbeat"
+
+
+async def redis_offset(url: str) -> float:
+    """Return the Redis server's clock minus ours, from TIME."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        before = time.time()
+        seconds, microseconds = await client.time()
+        after = time.time()
+    finally:
+        await client.aclose()
+    return seconds + microseconds / 1e6 - (before + after) / 2
+
+
+@pytest.mark.parametrize(("skew", "expected"), [(-3.5, "-3.5s"), (42, "+42s")])
+def test_faketime_spec(skew: float, expected: str) -> None:
+    """Test that skews become libfaketime's relative offsets."""
+    assert faketime_spec(skew) == expected
+
+
+async def test_redis_skewed_and_password(start_redis: StartRedis) -> None:
+    """Test that a +42 s Redis reads 42 s ahead and a password one refuses strangers."""
+    skewed = start_redis(skew=42)
+    assert await redis_offset(skewed.url) == pytest.approx(42, abs=0.5)
+    locked = start_redis(password="s3cret")
+    assert locked.url == f"redis://:s3cret@127.0.0.1:{locked.port}/0"
+    # redis-py retries a refused login with backoff for ~4 s unless told not to.
+    stranger = aioredis.Redis(
+        host=locked.host, port=locked.port, retry=Retry(NoBackoff(), 0)
+    )
+    with pytest.raises(AuthenticationError):
+        await stranger.time()
+    await stranger.aclose()
+    assert abs(await redis_offset(locked.url)) < 0.5
+    skewed.kill()
+    skewed.start()
+    assert await redis_offset(skewed.url) == pytest.approx(42, abs=0.5)
+
+
+async def test_ntp_server_skewed(
+    hass: HomeAssistant, start_ntp_server: StartNtpServer
+) -> None:
+    """Test that ntplib reads a -3.5 s chronyd NTP server 3.5 s behind."""
+    server = start_ntp_server(skew=-3.5)
+    response = await hass.async_add_executor_job(
+        lambda: ntplib.NTPClient().request(server.host, port=server.port, timeout=2)
+    )
+    assert response.offset == pytest.approx(-3.5, abs=0.05)
+
+
+async def test_chrony_command_socket(
+    chrony_command_server: ChronyCommandServer,
+) -> None:
+    """Test that chronyc tracks through the socket and makestep fails under -x."""
+    tracking = chrony_command_server.chronyc_command("-c", "tracking").strip()
+    fields = tracking.split(",")
+    assert len(fields) == 14, tracking
+    assert fields[1] == "127.0.0.1"
+    assert chrony_command_server.chronyc_command("makestep").strip() == "500 Failure"
+
+
+async def test_celery_heartbeats(
+    start_redis: StartRedis, start_celery_worker: StartCeleryWorker
+) -> None:
+    """Test that a +42 s worker's heartbeats are 42 s ahead, a plain one's are not."""
+    broker = start_redis()
+    client = aioredis.Redis.from_url(broker.url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(HEARTBEATS)
+    skewed = start_celery_worker(broker.url, skew=42)
+    plain = start_celery_worker(broker.url)
+    offsets: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(10):
+            while len(offsets) < 2:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1
+                )
+                if message is None:
+                    continue
+                received = time.time()
+                body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+                offsets[body["hostname"]] = body["timestamp"] - received
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+    assert offsets[skewed.hostname] == pytest.approx(42, abs=0.5)
+    assert offsets[plain.hostname] == pytest.approx(0, abs=0.5)
