@@ -1,0 +1,1 @@
+"""Tests of the shipped stack: compose, chrony and Celery configs, docs, blueprint."""
