@@ -119,7 +119,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         """Create the queue."""
-        self.queue: asyncio.Queue[tuple[bytes, float] | OSError] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[bytes, float] | Exception] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         """Timestamp the datagram first: any later microsecond counts as delay."""
@@ -127,7 +127,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         """Pass an ICMP error (port unreachable…) to the waiting exchange."""
-        self.queue.put_nowait(exc if isinstance(exc, OSError) else OSError(str(exc)))
+        self.queue.put_nowait(exc)
 
 
 @dataclass(slots=True)
@@ -200,10 +200,8 @@ async def _exchange(
         async with asyncio.timeout(timeout):
             while True:
                 item = await protocol.queue.get()
-                if isinstance(item, OSError):
-                    raise ProbeConnectionError(
-                        f"{server} could not be reached: {item.strerror or item}"
-                    )
+                if isinstance(item, Exception):
+                    raise ProbeConnectionError(f"{server} could not be reached: {item}")
                 data, t4 = item
                 if _check(server, data, request, ignored):
                     break
@@ -252,9 +250,7 @@ async def query_ntp(
     except socket.gaierror as err:
         raise ProbeConnectionError(f"cannot resolve {host}: {err.strerror}") from None
     except OSError as err:
-        raise ProbeConnectionError(
-            f"{server} could not be reached: {err.strerror or err}"
-        ) from None
+        raise ProbeConnectionError(f"{server} could not be reached: {err}") from None
     readings: list[NtpReading] = []
     try:
         for index in range(max(samples, 1)):

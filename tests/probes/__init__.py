@@ -1,0 +1,1 @@
+"""Tests of the clock probes, the report and the command line."""
