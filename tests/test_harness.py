@@ -17,7 +17,11 @@ from redis.exceptions import AuthenticationError
 
 import custom_components.clock_drift  # noqa: F401
 from tests.harness import (
+    BUSYBOX_IMAGE,
+    GNUDATE_IMAGE,
+    TIMESYNC_IMAGE,
     ChronyCommandServer,
+    Containers,
     StartCeleryWorker,
     StartNtpServer,
     StartRedis,
@@ -113,3 +117,43 @@ async def test_celery_heartbeats(
         await client.aclose()
     assert offsets[skewed.hostname] == pytest.approx(42, abs=0.5)
     assert offsets[plain.hostname] == pytest.approx(0, abs=0.5)
+
+
+def container_offset(docker: Containers, name: str) -> float:
+    """Return a container's clock minus ours, from ``date +%s`` (whole seconds)."""
+    before = time.time()
+    seconds = int(docker.cli("exec", name, "date", "+%s"))
+    after = time.time()
+    # date +%s truncates: the container's clock was in [seconds, seconds + 1).
+    return seconds + 0.5 - (before + after) / 2
+
+
+async def test_docker_containers(docker: Containers) -> None:
+    """Test a BusyBox container on our clock and a GNU date one at +42 s."""
+    assert docker.url.startswith(("unix://", "tcp://"))
+    busybox = docker.run_container(BUSYBOX_IMAGE, labels={"role": "plain"})
+    skewed = docker.run_container(GNUDATE_IMAGE, skew=42)
+    assert abs(container_offset(docker, busybox)) < 2
+    assert container_offset(docker, skewed) == pytest.approx(42, abs=2)
+    labels = docker.cli("inspect", "--format", "{{json .Config.Labels}}", busybox)
+    assert json.loads(labels)["role"] == "plain"
+    docker.stop_container(busybox)
+    state = docker.cli("inspect", "--format", "{{.State.Running}}", busybox)
+    assert state.strip() == "false"
+    with pytest.raises(ValueError, match="static"):
+        docker.run_container(BUSYBOX_IMAGE, skew=1)
+
+
+async def test_docker_timesync_container(docker: Containers) -> None:
+    """Test that chronyc answers in the timesync container and makestep fails."""
+    name = docker.run_container(TIMESYNC_IMAGE)
+    async with asyncio.timeout(10):
+        while "506" in (
+            tracking := docker.cli(
+                "exec", name, "chronyc", "-c", "tracking", check=False
+            )
+        ):
+            await asyncio.sleep(0.05)
+    assert len(tracking.strip().split(",")) == 14, tracking
+    makestep = docker.cli("exec", name, "chronyc", "makestep", check=False)
+    assert makestep.strip() == "500 Failure"

@@ -93,8 +93,53 @@ def _make_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def _remove_tree(path: Path) -> None:
-    """Remove a temp dir and everything in it, whoever owns it."""
+def _unmount_under(path: Path) -> None:
+    """Unmount what a crashed dockerd left mounted under ``path``, deepest first."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return
+    prefix = f"{path}/"
+    points = {
+        line.split()[4].encode().decode("unicode_escape")
+        for line in mountinfo.splitlines()
+    }
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        umount = shutil.which("umount")
+        if umount:
+            subprocess.run([umount, "-l", point], capture_output=True, check=False)
+
+
+def _strays(path: Path) -> list[int]:
+    """Return the processes whose argv names ``path``, and their children.
+
+    A killed dockerd leaves containerd shims (and the containers under them) running.
+    """
+    named: set[int] = set()
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if str(path).encode() in (proc / "cmdline").read_bytes():
+                named.add(int(proc.name))
+            stat = (proc / "stat").read_text()
+            parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    named.discard(os.getpid())
+    return sorted(named | {pid for pid, ppid in parents.items() if ppid in named})
+
+
+def _cleanup(path: Path, live: list[subprocess.Popen[bytes]]) -> None:
+    """Kill what still runs, then remove a temp dir, whoever owns its files."""
+    for process in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    live.clear()
+    for pid in _strays(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _unmount_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -121,14 +166,19 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._terminated = False
         self._dir: Path | None = None
-        self._finalizer: weakref.finalize[[Path], ServerProcess] | None = None
+        self._finalizer: (
+            weakref.finalize[[Path, list[subprocess.Popen[bytes]]], ServerProcess]
+            | None
+        ) = None
+        # Shared with the finalizer, which kills what is left at exit.
+        self._live: list[subprocess.Popen[bytes]] = []
 
     @property
     def directory(self) -> Path:
         """Return the server's temp dir, created on first use."""
         if self._dir is None:
             self._dir = _make_temp_dir(f"cd-{self.label}-")
-            self._finalizer = weakref.finalize(self, _remove_tree, self._dir)
+            self._finalizer = weakref.finalize(self, _cleanup, self._dir, self._live)
         return self._dir
 
     @property
@@ -161,6 +211,12 @@ class ServerProcess:
         """Return whether the server answers."""
         raise NotImplementedError
 
+    def _forget(self) -> None:
+        """Forget the stopped process."""
+        self._process = None
+        self._terminated = False
+        self._live.clear()
+
     def log_tail(self, size: int = 2000) -> str:
         """Return the end of the server's log, for error messages."""
         try:
@@ -185,6 +241,7 @@ class ServerProcess:
                 cwd=REPO_ROOT,
                 start_new_session=True,
             )
+        self._live[:] = [self._process]
         deadline = began + START_TIMEOUT
         while not self.ready():
             code = self._process.poll()
@@ -225,8 +282,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
             self._process.wait()
-        self._process = None
-        self._terminated = False
+        self._forget()
 
     def kill(self) -> None:
         """Kill the server with SIGKILL (a crash, for fault tests)."""
@@ -234,8 +290,7 @@ class ServerProcess:
             return
         self._signal(signal.SIGKILL)
         self._process.wait()
-        self._process = None
-        self._terminated = False
+        self._forget()
 
     def close(self) -> None:
         """Stop the server and remove its temp dir."""
@@ -521,7 +576,8 @@ class _Rootfs:
     def directory(
         self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0
     ) -> None:
-        """Add a directory."""
+        """Add a directory (and its parents)."""
+        self._parents(path)
         info = tarfile.TarInfo(path)
         info.type = tarfile.DIRTYPE
         info.mode, info.uid, info.gid = mode, uid, gid
@@ -590,7 +646,11 @@ def _busybox_rootfs() -> _Rootfs:
     """Return a BusyBox tree: busybox-static and a link per applet."""
     busybox = find_binary("busybox", "the Debian package busybox-static")
     data = Path(busybox).read_bytes()
-    if b"GLIBC_" in data or b"ld-linux" in data:
+    ldd = find_binary("ldd", "the Debian package libc-bin")
+    linked = subprocess.run(
+        [ldd, busybox], capture_output=True, check=False, timeout=30
+    )
+    if linked.returncode == 0:
         raise MissingBinaryError(
             f"{busybox} is dynamically linked: "
             "install the Debian package busybox-static"
@@ -708,8 +768,18 @@ class DockerDaemon(ServerProcess):
             "-H", self.url,
         ]  # fmt: skip
 
-    def cli(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> str:
-        """Run the docker CLI against this daemon and return its stdout."""
+    def cli(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+        check: bool = True,
+    ) -> str:
+        """Run the docker CLI against this daemon and return its stdout.
+
+        With ``check=False`` a failing command returns its stdout and stderr instead
+        of raising (``chronyc makestep`` prints ``500 Failure`` and exits 1).
+        """
         env = {**os.environ, "DOCKER_HOST": self.url, "DOCKER_CLI_HINTS": "false"}
         done = subprocess.run(
             [self.client, *args],
@@ -719,6 +789,8 @@ class DockerDaemon(ServerProcess):
             timeout=timeout,
             check=False,
         )
+        if not check:
+            return (done.stdout + done.stderr).decode(errors="replace")
         if done.returncode:
             raise HarnessError(
                 f"docker {shlex.join(args)} failed ({done.returncode}): "
@@ -746,7 +818,12 @@ class DockerDaemon(ServerProcess):
         else:
             super().start()
         began = time.monotonic()
-        self.import_images()
+        try:
+            self.import_images()
+        except BaseException:
+            if not self.external:
+                self.stop()
+            raise
         self.image_seconds = time.monotonic() - began
         return self
 
@@ -817,6 +894,11 @@ class DockerDaemon(ServerProcess):
         """Stop the private daemon (its containers stop with it)."""
         if self.external:
             raise HarnessError("the Docker daemon of DOCKER_HOST is not ours to stop")
+        if self.running:
+            # dockerd waits up to each container's stop timeout (10 s) on SIGTERM.
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                if running := self.cli("ps", "--quiet", timeout=10).split():
+                    self.cli("kill", *running, timeout=10)
         super().stop(timeout)
 
     def close(self) -> None:
@@ -838,9 +920,15 @@ class Containers:
         """Return the daemon's address."""
         return self.daemon.url
 
-    def cli(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> str:
-        """Run the docker CLI against the daemon and return its stdout."""
-        return self.daemon.cli(*args, stdin=stdin, timeout=timeout)
+    def cli(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+        check: bool = True,
+    ) -> str:
+        """Run the docker CLI against the daemon (see ``DockerDaemon.cli``)."""
+        return self.daemon.cli(*args, stdin=stdin, timeout=timeout, check=check)
 
     def run_container(
         self,
