@@ -87,13 +87,18 @@ class RedisClock:
     def _error(self, err: Exception) -> ProbeError:
         """Map a redis-py error to a probe error whose message holds no secret."""
         detail = self._scrub(str(err) or type(err).__name__)
-        if isinstance(err, redis.exceptions.AuthenticationError) or (
+        if isinstance(
+            err,
+            (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError),
+        ) or (
             isinstance(err, redis.exceptions.ResponseError)
             and str(err).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
         ):
             reason = (
                 "wrong user name or password" if self._secrets else "password required"
             )
+            if isinstance(err, redis.exceptions.NoPermissionError):
+                reason = "this user may not run TIME"
             return ProbeAuthError(f"{self.name} refused our credentials: {reason}")
         if isinstance(err, (redis.exceptions.TimeoutError, TimeoutError)):
             return ProbeTimeoutError(
