@@ -1,22 +1,54 @@
-"""Tests for setting up and unloading the integration."""
+"""Tests for setting up and unloading the integration against real servers."""
 
 from __future__ import annotations
 
+import asyncio
+
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.clock_drift.const import CONF_NTP_SERVERS, DOMAIN
+from custom_components.clock_drift.const import (
+    CONF_CELERY_BROKER_URL,
+    CONF_NTP_SERVERS,
+    CONF_REDIS_URL,
+)
+from tests.conftest import SetupEntry
+from tests.harness import NtpServer, StartRedis
 
 
-async def test_setup_and_unload(hass: HomeAssistant) -> None:
-    """Test that an entry loads with its runtime data and unloads."""
-    entry = MockConfigEntry(
-        domain=DOMAIN, data={CONF_NTP_SERVERS: "127.0.0.1, 127.0.0.2"}, unique_id="x"
+async def test_setup_and_unload(
+    hass: HomeAssistant,
+    setup_entry: SetupEntry,
+    ntp_server: NtpServer,
+    start_redis: StartRedis,
+) -> None:
+    """Test that an entry loads its clocks and unload leaves no task or connection."""
+    redis = start_redis()
+    broker = start_redis()
+    tasks_before = asyncio.all_tasks()
+    entry = await setup_entry(
+        {
+            CONF_NTP_SERVERS: ntp_server.address,
+            CONF_REDIS_URL: redis.url,
+            CONF_CELERY_BROKER_URL: broker.url,
+        }
     )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
     assert entry.state is ConfigEntryState.LOADED
-    assert entry.runtime_data.ntp_servers == ("127.0.0.1", "127.0.0.2")
+    runtime = entry.runtime_data
+    data = runtime.coordinator.data
+    assert data.redis is not None
+    assert data.redis.ok
+    assert data.ntp_offset is not None
+    assert abs(data.ntp_offset) < 0.05
+    assert runtime.listener is not None
+
     assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.NOT_LOADED
+    assert not runtime.listener.connected
+    leftover = [
+        task
+        for task in asyncio.all_tasks() - tasks_before
+        if not task.done() and task is not asyncio.current_task()
+    ]
+    assert not leftover

@@ -51,6 +51,7 @@ from .probes import (
     ProbeCommandError,
     ProbeConnectionError,
     ProbeError,
+    ProbeResponseError,
     ProbeTimeoutError,
 )
 from .probes.chrony import ChronyClient
@@ -106,11 +107,19 @@ def normalize(user_input: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(user_input.get(key) or "").strip() for key in CONNECTION_FIELDS}
 
 
+def _port(url: str) -> int | None:
+    """Return a URL's port, None when it has none or an invalid one."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
 def _redis_identity(url: str) -> str:
     """Return ``host:port/db`` of a Redis URL, without its credentials."""
     parts = urlsplit(url)
     database = parts.path.lstrip("/") or "0"
-    return f"{parts.hostname}:{parts.port or 6379}/{database}"
+    return f"{parts.hostname}:{_port(url) or 6379}/{database}"
 
 
 def site_unique_id(data: Mapping[str, str]) -> str:
@@ -122,7 +131,7 @@ def site_unique_id(data: Mapping[str, str]) -> str:
     """
     if docker_url := data[CONF_DOCKER_URL]:
         parts = urlsplit(docker_url)
-        port = f":{parts.port}" if parts.port else ""
+        port = f":{port_number}" if (port_number := _port(docker_url)) else ""
         return f"docker:{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
     if redis_url := data[CONF_REDIS_URL]:
         return f"redis:{_redis_identity(redis_url)}"
@@ -135,8 +144,8 @@ def site_unique_id(data: Mapping[str, str]) -> str:
 
 def _valid_url(url: str, schemes: frozenset[str]) -> bool:
     """Return whether a URL has one of the schemes, a place, and a valid port."""
+    parts = urlsplit(url)
     try:
-        parts = urlsplit(url)
         _ = parts.port
     except ValueError:
         return False
@@ -188,10 +197,14 @@ async def _check_docker(data: Mapping[str, str]) -> dict[str, str]:
         readings = await docker.read_containers()
         if not set(names) <= {reading.name for reading in readings if reading.ok}:
             errors[CONF_CONTAINERS] = "container_not_found"
-        if (container := data[CONF_CHRONY_CONTAINER]) and (
-            error := await _check_chrony(ChronyClient.in_container(docker, container))
-        ):
-            errors[CONF_CHRONY_CONTAINER] = error
+        if container := data[CONF_CHRONY_CONTAINER]:
+            try:
+                await ChronyClient.in_container(docker, container).tracking()
+            except ProbeResponseError:
+                # Docker refused the exec (no such container, or it is stopped).
+                errors[CONF_CHRONY_CONTAINER] = "container_not_found"
+            except ProbeError as err:
+                errors[CONF_CHRONY_CONTAINER] = _chrony_error(err)
     except ProbeAuthError:
         errors[CONF_DOCKER_URL] = "permission_denied"
     except ProbeError as err:
@@ -201,16 +214,21 @@ async def _check_docker(data: Mapping[str, str]) -> dict[str, str]:
     return errors
 
 
+def _chrony_error(err: ProbeError) -> str:
+    """Return the form error for a chronyc failure."""
+    if isinstance(err, ProbeAuthError):
+        return "not_authorised"
+    if isinstance(err, ProbeCommandError):
+        return "chronyc_failed"
+    return _probe_error(err)
+
+
 async def _check_chrony(chrony: ChronyClient) -> str | None:
     """Return why chrony's tracking report cannot be read, or None."""
     try:
         await chrony.tracking()
-    except ProbeAuthError:
-        return "not_authorised"
-    except ProbeCommandError:
-        return "chronyc_failed"
     except ProbeError as err:
-        return _probe_error(err)
+        return _chrony_error(err)
     return None
 
 
