@@ -43,7 +43,7 @@ PASSWORD = "correct-horse-battery"
 
 
 def _fields(**values: str) -> dict[str, str]:
-    """Return every connection field, empty unless given (the form's defaults cleared)."""
+    """Return every connection field, empty unless given (defaults cleared)."""
     return {key: values.get(key, "") for key in CONNECTION_FIELDS}
 
 
@@ -202,7 +202,7 @@ async def test_user_flow_docker_errors(
             bad[CONF_NTP_SERVERS] = "127.0.0.1:1"
     result = await _submit(hass, bad)
     assert result["type"] is FlowResultType.FORM
-    assert {key: value for key, value in result["errors"].items()} == {
+    assert result["errors"] == {
         **errors,
         **({CONF_NTP_SERVERS: "cannot_connect"} if failure == "no_docker" else {}),
     }
