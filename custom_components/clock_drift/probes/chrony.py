@@ -180,6 +180,10 @@ class ChronyClient:
                 )
             except FileNotFoundError:
                 raise ProbeCommandError(MISSING_CHRONYC) from None
+            except OSError as err:
+                raise ProbeCommandError(
+                    f"cannot run {chronyc}: {err.strerror or err}"
+                ) from None
             try:
                 async with asyncio.timeout(timeout):
                     stdout, _ = await process.communicate()
