@@ -24,7 +24,15 @@ from custom_components.clock_drift.probes.chrony import (
     ChronyTracking,
     LeapStatus,
 )
-from tests.harness import NtpServer, StartChronyCommandServer, StartNtpServer
+from custom_components.clock_drift.probes.docker import DockerClocks
+from tests.harness import (
+    GNUDATE_IMAGE,
+    TIMESYNC_IMAGE,
+    Containers,
+    NtpServer,
+    StartChronyCommandServer,
+    StartNtpServer,
+)
 from tests.harness.servers import free_port
 
 # A line as chronyd 4.3 prints it here for `chronyc -c tracking`.
@@ -110,6 +118,9 @@ async def test_tracking_unsynchronised(
     assert tracking.ref_id == "00000000"
     assert tracking.stratum == 0
     assert tracking.leap_status is LeapStatus.NOT_SYNCHRONISED
+    assert tracking.reading("c") == Reading.failed(
+        ClockKind.CHRONY, "c", "chronyd is not synchronised to any source"
+    )
 
 
 async def test_makestep_failure(
@@ -197,6 +208,36 @@ async def test_unknown_failure(tmp_path: Path) -> None:
     client = ChronyClient.local(str(socket_path), chronyc="/bin/false")
     with pytest.raises(ProbeCommandError, match="answered: exit code 1"):
         await client.makestep()
+
+
+async def test_in_a_container(docker: Containers) -> None:
+    """Chronyc exec'd in the timesync container answers tracking; makestep fails."""
+    name = docker.run_container(TIMESYNC_IMAGE)
+    clocks = DockerClocks(docker.url)
+    try:
+        client = ChronyClient.in_container(clocks, name)
+        assert client.name == name
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                tracking = await client.tracking()
+                break
+            except ProbeConnectionError:
+                # chronyd opens its command socket a moment after the container starts.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert tracking.leap_status is LeapStatus.NOT_SYNCHRONISED
+        assert tracking.ref_id == "00000000"
+        with pytest.raises(ProbeCommandError, match=f"chronyd at {name} answered: 500"):
+            await client.makestep()
+        no_chrony = ChronyClient.in_container(
+            clocks, docker.run_container(GNUDATE_IMAGE)
+        )
+        with pytest.raises(ProbeCommandError, match="Debian package 'chrony'"):
+            await no_chrony.tracking()
+    finally:
+        await clocks.close()
 
 
 def test_parse_every_field() -> None:

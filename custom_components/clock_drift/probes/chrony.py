@@ -108,7 +108,14 @@ class ChronyTracking:
             ) from None
 
     def reading(self, name: str) -> Reading:
-        """Return NTP time minus the system clock as a CHRONY reading."""
+        """Return NTP time minus the system clock as a CHRONY reading.
+
+        An unsynchronised chronyd has no NTP time to compare with: a failed reading.
+        """
+        if self.leap_status is LeapStatus.NOT_SYNCHRONISED:
+            return Reading.failed(
+                ClockKind.CHRONY, name, "chronyd is not synchronised to any source"
+            )
         return Reading(
             kind=ClockKind.CHRONY,
             name=name,
