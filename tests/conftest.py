@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
+from unittest.mock import PropertyMock, patch
 
 from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
 
 # Import the integration at collection time: otherwise `custom_components` resolves to
 # the plugin's own testing config and Home Assistant reports "Integration not found".
 import custom_components.clock_drift  # noqa: F401
 from custom_components.clock_drift.const import (
+    CONF_CELERY_BROKER_URL,
+    CONF_CHRONY_SOCKET,
+    CONF_CONTAINERS,
+    CONF_DOCKER_URL,
+    CONF_NTP_SERVERS,
+    CONF_REDIS_URL,
     CONF_SCAN_INTERVAL,
     CONF_STALE_AFTER,
     CONF_TOLERANCE,
     CONNECTION_FIELDS,
     DOMAIN,
 )
+from tests.harness import (
+    BUSYBOX_IMAGE,
+    CeleryWorker,
+    ChronyCommandServer,
+    Containers,
+    NtpServer,
+    RedisServer,
+    StartCeleryWorker,
+    StartRedis,
+)
 
 pytest_plugins = ["tests.harness"]
+
+WORKER = "scan-worker-1@pi"
+CONTAINER = "busybox-1"
 
 type SetupEntry = Callable[..., Awaitable[MockConfigEntry]]
 
@@ -34,6 +58,23 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 async def utc_time_zone(hass: HomeAssistant) -> None:
     """Run Home Assistant in UTC, like the Celery workers of the harness."""
     await hass.config.async_set_time_zone("UTC")
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Return syrupy's assertion with Home Assistant's serializer (tests/snapshots/)."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Iterator[None]:
+    """Enable the entities that are disabled by default (chrony's noisy ones)."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
 
 
 def make_entry(
@@ -79,3 +120,71 @@ def setup_entry(hass: HomeAssistant) -> SetupEntry:
         return entry
 
     return setup
+
+
+@dataclass(slots=True)
+class Site:
+    """A site with every kind of clock, on real servers, set up in Home Assistant."""
+
+    entry: MockConfigEntry
+    ntp: NtpServer
+    redis: RedisServer
+    broker: RedisServer
+    chrony: ChronyCommandServer
+    container: str
+    worker: CeleryWorker
+
+
+async def refresh(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Run one coordinator cycle now and let the entities update."""
+    await entry.runtime_data.coordinator.async_refresh()
+    await hass.async_block_till_done()
+
+
+async def wait_for_workers(
+    hass: HomeAssistant, entry: MockConfigEntry, *hostnames: str, timeout: float = 30
+) -> None:
+    """Refresh until the listener has heard every worker named (heartbeats: 2 s)."""
+    listener = entry.runtime_data.listener
+    assert listener is not None
+    async with asyncio.timeout(timeout):
+        while not set(hostnames) <= listener.workers().keys():
+            await asyncio.sleep(0.1)
+    await refresh(hass, entry)
+
+
+@pytest.fixture
+async def full_site(  # noqa: PLR0917
+    hass: HomeAssistant,
+    setup_entry: SetupEntry,
+    start_redis: StartRedis,
+    ntp_server: NtpServer,
+    chrony_command_server: ChronyCommandServer,
+    docker: Containers,
+    start_celery_worker: StartCeleryWorker,
+) -> Site:
+    """Return a site whose Redis runs 42 s ahead; every other clock is true."""
+    redis = start_redis(skew=42, password="redis-secret-pw")
+    broker = start_redis(password="broker-secret-pw")
+    container = docker.run_container(BUSYBOX_IMAGE, name=CONTAINER)
+    worker = start_celery_worker(broker.url, hostname=WORKER)
+    entry = await setup_entry(
+        {
+            CONF_NTP_SERVERS: ntp_server.address,
+            CONF_REDIS_URL: redis.url,
+            CONF_CELERY_BROKER_URL: broker.url,
+            CONF_DOCKER_URL: docker.url,
+            CONF_CONTAINERS: container,
+            CONF_CHRONY_SOCKET: chrony_command_server.socket_path,
+        }
+    )
+    await wait_for_workers(hass, entry, WORKER)
+    return Site(
+        entry=entry,
+        ntp=ntp_server,
+        redis=redis,
+        broker=broker,
+        chrony=chrony_command_server,
+        container=container,
+        worker=worker,
+    )
