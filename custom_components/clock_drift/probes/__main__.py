@@ -127,9 +127,8 @@ def format_table(report: Report) -> str:
     ]
     verdict = "in sync" if report.in_sync else "OUT OF SYNC"
     details = [f"tolerance {_duration(report.tolerance, sign=False)}"]
-    if report.spread is not None:
+    if report.spread is not None and report.worst is not None:
         details.append(f"spread {_duration(report.spread, sign=False)}")
-    if report.worst is not None:
         details.append(f"worst {report.worst.kind} {report.worst.name}")
     if report.unreadable:
         details.append(f"{len(report.unreadable)} clock(s) unreadable")
