@@ -81,6 +81,22 @@ def test_missing_binary_names_package(monkeypatch: pytest.MonkeyPatch) -> None:
         RedisServer().start()
 
 
+def test_port_clash_picks_another_port(
+    start_redis: StartRedis, start_ntp_server: StartNtpServer
+) -> None:
+    """Test that a server whose port was taken meanwhile starts on another one."""
+    for first in (start_redis(), start_ntp_server()):
+        second = type(first)()
+        second.port = first.port
+        try:
+            second.start()
+            assert second.port != first.port
+            assert first.running
+            assert second.running
+        finally:
+            second.close()
+
+
 async def test_ntp_server_skewed(
     hass: HomeAssistant, start_ntp_server: StartNtpServer
 ) -> None:

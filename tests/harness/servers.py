@@ -37,6 +37,10 @@ class HarnessError(RuntimeError):
     """A test server could not be started, reached or stopped."""
 
 
+class PortTakenError(HarnessError):
+    """Another process took the port picked for a server."""
+
+
 class MissingBinaryError(HarnessError):
     """A server binary is missing; the message names the package to install."""
 
@@ -86,6 +90,39 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
         probe.bind((LOOPBACK, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _resp(*words: str) -> bytes:
+    """Encode a Redis command in RESP."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _udp_inodes(host: str, port: int) -> set[int]:
+    """Return the inodes of the UDP sockets bound to host:port (this namespace)."""
+    address = int.from_bytes(socket.inet_aton(host), "little")
+    wanted = f"{address:08X}:{port:04X}"
+    try:
+        table = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {int(row[9]) for line in table if (row := line.split())[1] == wanted}
+
+
+def _socket_inodes(pid: int | None) -> set[int]:
+    """Return the inodes of the sockets a process holds."""
+    inodes: set[int] = set()
+    if pid is None:
+        return inodes
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if (link := str(fd.readlink())).startswith("socket:["):
+                    inodes.add(int(link[8:-1]))
+    return inodes
 
 
 def _make_temp_dir(prefix: str) -> Path:
@@ -165,6 +202,7 @@ class ServerProcess:
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._terminated = False
+        self._log_start = 0
         self._dir: Path | None = None
         self._finalizer: (
             weakref.finalize[[Path, list[subprocess.Popen[bytes]]], ServerProcess]
@@ -211,6 +249,22 @@ class ServerProcess:
         """Return whether the server answers."""
         raise NotImplementedError
 
+    def port_taken(self) -> bool:
+        """Return whether another process holds the server's port."""
+        return False
+
+    def pick_port(self) -> None:
+        """Choose another free port (after a clash on the first start)."""
+
+    def new_log(self) -> bytes:
+        """Return what the server logged since its last start."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return log.read()
+        except OSError:
+            return b""
+
     def _forget(self) -> None:
         """Forget the stopped process."""
         self._process = None
@@ -225,13 +279,31 @@ class ServerProcess:
             return ""
 
     def start(self) -> Self:
-        """Start the server and wait until it answers; no-op when it runs."""
+        """Start the server and wait until it answers; no-op when it runs.
+
+        A port another process took between picking and binding is picked again on
+        the first start; a restart keeps its port (clients reconnect to it).
+        """
         if self.running:
             return self
+        attempts = 3 if self.startup_seconds is None else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._launch()
+            except PortTakenError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self.pick_port()
+        raise AssertionError  # unreachable: the last attempt returns or raises
+
+    def _launch(self) -> Self:
+        """Start the process once and wait until it answers."""
         self.prepare()
         argv = self.command()
         began = time.monotonic()
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()
             self._process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -244,6 +316,8 @@ class ServerProcess:
         self._live[:] = [self._process]
         deadline = began + START_TIMEOUT
         while not self.ready():
+            if self.port_taken():
+                raise PortTakenError(f"{self.label}: another process holds its port")
             code = self._process.poll()
             if code is not None:
                 raise HarnessError(
@@ -358,14 +432,30 @@ class RedisServer(ServerProcess):
         return argv
 
     def ready(self) -> bool:
-        """Return whether Redis answers PING (or refuses it for want of a password)."""
+        """Return whether this Redis (its pid, not another's on the port) answers."""
+        request = b""
+        if self.password:
+            request += _resp("AUTH", self.password)
+        request += _resp("INFO", "server")
+        reply = b""
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                reply = conn.recv(64)
+                conn.sendall(request)
+                while (found := re.search(rb"process_id:(\d+)", reply)) is None:
+                    if not (chunk := conn.recv(65536)):
+                        return False
+                    reply += chunk
         except OSError:
             return False
-        return reply.startswith((b"+PONG", b"-NOAUTH"))
+        return int(found.group(1)) == self.pid
+
+    def port_taken(self) -> bool:
+        """Return whether Redis could not bind its port."""
+        return b"Address already in use" in self.new_log()
+
+    def pick_port(self) -> None:
+        """Choose another free TCP port."""
+        self.port = free_port()
 
 
 class _Chronyd(ServerProcess):
@@ -441,7 +531,21 @@ class NtpServer(_Chronyd):
                 reply = conn.recv(512)
             except OSError:
                 return False
-        return len(reply) >= 48
+        bound = _udp_inodes(self.host, self.port)
+        return len(reply) >= 48 and bool(bound) and bound <= _socket_inodes(self.pid)
+
+    def port_taken(self) -> bool:
+        """Return whether chronyd could not bind, or another process holds the port.
+
+        chronyd binds with SO_REUSEPORT, so a clash shows as a second socket.
+        """
+        if b"Could not open NTP socket" in self.new_log():
+            return True
+        return bool(_udp_inodes(self.host, self.port) - _socket_inodes(self.pid))
+
+    def pick_port(self) -> None:
+        """Choose another free UDP port."""
+        self.port = free_port(socket.SOCK_DGRAM)
 
 
 class ChronyCommandServer(_Chronyd):
