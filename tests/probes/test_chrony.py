@@ -211,7 +211,7 @@ async def test_unknown_failure(tmp_path: Path) -> None:
 
 
 async def test_in_a_container(docker: Containers) -> None:
-    """Chronyc exec'd in the timesync container answers tracking; makestep fails."""
+    """The chronyc exec'd in the timesync container answers; makestep fails."""
     name = docker.run_container(TIMESYNC_IMAGE)
     clocks = DockerClocks(docker.url)
     try:
