@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+import re
 from typing import Any
 from unittest.mock import PropertyMock, patch
 
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
@@ -188,3 +189,28 @@ async def full_site(  # noqa: PLR0917
         container=container,
         worker=worker,
     )
+
+
+def mask(value: Any) -> Any:
+    """Return a value with the servers' random ports and directories masked."""
+    if isinstance(value, str):
+        return re.sub(r"/tmp/\S+", "<tmp>", re.sub(r":\d{4,5}\b", ":<port>", value))
+    if isinstance(value, list):
+        return [mask(item) for item in value]
+    return value
+
+
+def stable(state: State) -> dict[str, Any]:
+    """Return a state with what real clocks make vary replaced by its kind."""
+    try:
+        float(state.state)
+    except ValueError:
+        value = state.state
+    else:
+        value = "<number>"
+    if state.attributes.get("device_class") == "timestamp":
+        value = "<timestamp>"
+    attributes = {key: mask(value) for key, value in state.attributes.items()}
+    if "uncertainty" in attributes:
+        attributes["uncertainty"] = "<seconds>"
+    return {"entity_id": state.entity_id, "state": value, "attributes": attributes}

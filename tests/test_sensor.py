@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from homeassistant.core import HomeAssistant, State
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.clock_drift.const import DOMAIN
-from tests.conftest import CONTAINER, WORKER, Site
+from tests.conftest import CONTAINER, WORKER, Site, stable
 
 # The clocks' true offsets on the site: Redis runs under faketime +42 s.
 REDIS_SKEW = 42.0
-
-
-def mask(value: Any) -> Any:
-    """Return a value with the servers' random ports and directories masked."""
-    if isinstance(value, str):
-        return re.sub(r"/tmp/\S+", "<tmp>", re.sub(r":\d{4,5}\b", ":<port>", value))
-    if isinstance(value, list):
-        return [mask(item) for item in value]
-    return value
-
-
-def stable(state: State) -> dict[str, Any]:
-    """Return a state with what real clocks make vary replaced by its kind."""
-    try:
-        float(state.state)
-    except ValueError:
-        value = state.state
-    else:
-        value = "<number>"
-    if state.attributes.get("device_class") == "timestamp":
-        value = "<timestamp>"
-    attributes = {key: mask(value) for key, value in state.attributes.items()}
-    if "uncertainty" in attributes:
-        attributes["uncertainty"] = "<seconds>"
-    return {"entity_id": state.entity_id, "state": value, "attributes": attributes}
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")

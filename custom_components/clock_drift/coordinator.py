@@ -194,8 +194,13 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
 
         containers = self._track_containers(container_readings, now)
         workers, worker_readings = self._track_workers(now)
-        if self.listener is not None and not self.listener.connected:
-            errors[SOURCE_CELERY] = self.listener.last_error or "not connected"
+        # A listener that has not failed yet is still connecting: not an error.
+        if (
+            self.listener is not None
+            and not self.listener.connected
+            and (listener_error := self.listener.last_error)
+        ):
+            errors[SOURCE_CELERY] = listener_error
 
         self._log_availability(errors)
         configured = self._configured_sources()
@@ -339,8 +344,8 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
     def _remove_device(self, clock: str) -> None:
         """Remove a clock's device (and so its entities) from the registries."""
         registry = dr.async_get(self.hass)
-        if device := registry.async_get_device(
-            identifiers={(DOMAIN, f"{self.site_key}_{clock}")}
+        if device := registry.async_get_device_by_identifier(
+            (DOMAIN, f"{self.site_key}_{clock}"), self.config_entry.entry_id
         ):
             registry.async_update_device(
                 device.id, remove_config_entry_id=self.config_entry.entry_id
