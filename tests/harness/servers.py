@@ -527,7 +527,9 @@ class NtpServer(_Chronyd):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
             conn.settimeout(0.1)
             try:
-                conn.sendto(b"\x23" + bytes(47), (self.host, self.port))
+                # Connected: an unbound port fails at once (ICMP), not by timeout.
+                conn.connect((self.host, self.port))
+                conn.send(b"\x23" + bytes(47))
                 reply = conn.recv(512)
             except OSError:
                 return False
