@@ -9,6 +9,8 @@ from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 import redis.exceptions
 
 from .model import (
@@ -76,6 +78,12 @@ class RedisClock:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=0,
+            # A probe reads again next cycle: no retries, which would turn a refused
+            # password or a dead server into seconds of backoff inside one cycle.
+            retry=Retry(NoBackoff(), 0),
+            # No CLIENT SETINFO: its library version comes from a blocking read of the
+            # package metadata on the event loop.
+            driver_info=None,
         )
 
     def _scrub(self, text: str) -> str:
