@@ -55,10 +55,15 @@ EDGE_MARGIN: Final = 0.008
 """Extra time either side of a predicted edge, on top of its last uncertainty."""
 MAX_EDGE_UNCERTAINTY: Final = 0.05
 """A whole-second clock read with a wider bracket than this is not reported."""
+CLOCK_REALTIME_COARSE: Final = 5
+"""Linux's clock id for the coarse wall clock (``time.CLOCK_REALTIME_COARSE``)."""
+REMOTE_TICK: Final = 0.01
 NO_SHELL_MARKERS: Final = (
     "executable file not found",
     "no such file or directory",
 )
+
+STOPPED_MARKERS: Final = ("cannot exec in a", "is not running")
 
 _ANSWER: Final = re.compile(rb"(\d{1,12})\.(\d{1,9}|%N)")
 _RFC3339: Final = re.compile(
@@ -89,6 +94,10 @@ class ContainerReading(Reading):
 
 class _NoShellError(ProbeError):
     """The container has no ``sh``: its clock is the daemon's."""
+
+
+class _NotRunningError(ProbeResponseError):
+    """The container is not running (stopped, or stopping)."""
 
 
 class _StreamBrokenError(ProbeError):
@@ -134,19 +143,43 @@ def parse_rfc3339(text: str) -> tuple[float, float]:
     return moment.timestamp() + fraction, 10.0 ** -len(digits or "")
 
 
-def edge_interval(answers: Sequence[_Answer]) -> tuple[float, float]:
+def edge_interval(answers: Sequence[_Answer], tick: float) -> tuple[float, float]:
     """Return the offsets a whole-second clock can have given these exchanges.
 
     An exchange sent at ``t0`` and answered at ``t1`` that printed ``s`` read the
-    clock at a local instant ``tau`` in ``[t0, t1]`` with ``s <= tau + offset < s + 1``,
-    so ``s - t1 <= offset < s + 1 - t0``. The intersection over the exchanges is the
-    answer: for the last exchange printing ``s`` and the first printing ``s + 1`` it
-    is ``[s + 1 - t1_first, s + 1 - t0_last]``, the second's edge bracketed between
-    the last send that still saw ``s`` and the first answer that saw ``s + 1``.
+    clock at a local instant ``tau`` in ``[t0, t1]``. BusyBox ``date`` calls
+    ``time()``, the kernel's coarse clock, which lags the precise one by up to a
+    timer ``tick``: ``s <= tau + offset`` and ``tau - tick + offset < s + 1``, so
+    ``s - t1 <= offset < s + 1 + tick - t0``. The intersection over the exchanges
+    is the answer: for the last exchange printing ``s`` and the first printing
+    ``s + 1`` it is ``[s + 1 - t1_first, s + 1 - t0_last + tick]``, the second's
+    edge bracketed between the last send that still saw ``s`` and the first answer
+    that saw ``s + 1``.
     """
     low = max(answer.seconds - answer.t1 for answer in answers)
-    high = min(answer.seconds + 1 - answer.t0 for answer in answers)
+    high = min(answer.seconds + 1 + tick - answer.t0 for answer in answers)
     return low, high
+
+
+def coarse_tick(url: str) -> float:
+    """Return how far ``time()`` may lag the precise clock on the daemon's kernel.
+
+    A Unix socket's daemon runs on this kernel: its coarse clock's resolution is
+    the tick. A remote kernel's is unknown: 10 ms, the tick at the lowest usual HZ.
+    """
+    if url.startswith("unix://"):
+        with contextlib.suppress(AttributeError, OSError):
+            return max(time.clock_getres(CLOCK_REALTIME_COARSE), 1e-6)
+    return REMOTE_TICK
+
+
+def _raise_exec_failure(line: bytes) -> None:
+    """Raise if the line is the runtime's report that the exec could not start."""
+    text = line.decode("utf-8", "replace").strip()[:200]
+    if any(marker in text for marker in NO_SHELL_MARKERS):
+        raise _NoShellError(text)
+    if any(marker in text for marker in STOPPED_MARKERS):
+        raise _NotRunningError("the container is not running")
 
 
 @dataclass(slots=True)
@@ -175,9 +208,7 @@ class _Session:
                 except (aiohttp.ClientError, OSError) as err:
                     raise _StreamBrokenError("the exec stream failed") from err
                 if message is None:
-                    text = bytes(self.buffer).decode("utf-8", "replace")
-                    if any(marker in text for marker in NO_SHELL_MARKERS):
-                        raise _NoShellError(text.strip()[:200])
+                    _raise_exec_failure(bytes(self.buffer))
                     raise _StreamBrokenError("the exec stream ended")
                 if message.stream == 2:
                     text = message.data[:200].decode("utf-8", "replace").strip()
@@ -189,8 +220,7 @@ class _Session:
             raise ProbeResponseError(
                 f"the container answered a line longer than {MAX_LINE} bytes"
             )
-        if any(marker.encode() in line for marker in NO_SHELL_MARKERS):
-            raise _NoShellError(line.decode("utf-8", "replace").strip()[:200])
+        _raise_exec_failure(line)
         return line
 
     async def exchange(self, timeout: float) -> _Answer:
@@ -265,6 +295,7 @@ class DockerClocks:
         self._concurrency = max(1, concurrency)
         self._timeout = timeout
         self._client: aiodocker.Docker | None = None
+        self._tick = coarse_tick(url)
         self._sessions: dict[str, _Session] = {}
         self._no_shell: dict[str, str] = {}
         """Container id plus start time -> why it has no shell."""
@@ -277,29 +308,23 @@ class DockerClocks:
 
     def _error(self, err: BaseException, action: str) -> ProbeError:
         """Map a client error to a probe error that names the endpoint only."""
-        if isinstance(err, ProbeError):
-            return err
         if isinstance(err, TimeoutError):
             return ProbeTimeoutError(f"Docker at {self.name} did not answer {action}")
         cause: BaseException | None = err
         while cause is not None:
-            if isinstance(cause, PermissionError) or (
-                isinstance(cause, OSError) and cause.errno == errno.EACCES
-            ):
+            if isinstance(cause, OSError) and cause.errno == errno.EACCES:
                 return ProbeAuthError(
                     f"permission denied on the Docker socket {self.name}"
                 )
             cause = cause.__cause__ or cause.__context__
-        if isinstance(err, DockerError) and err.status in (401, 403):
-            return ProbeAuthError(
-                f"Docker at {self.name} refused {action} ({err.status})"
-            )
-        if isinstance(err, DockerError) and err.status != 900:
-            message = str(err.message).replace(self._url, self.name)[:200]
-            return ProbeResponseError(f"Docker at {self.name}: {message}")
-        return ProbeConnectionError(
-            f"cannot talk to Docker at {self.name} ({type(err).__name__})"
-        )
+        if not isinstance(err, DockerError) or err.status == 900:
+            return ProbeConnectionError(f"cannot connect to Docker at {self.name}")
+        message = str(err.message).replace(self._url, self.name)[:200]
+        if err.status in (401, 403):
+            return ProbeAuthError(f"Docker at {self.name} refused {action}: {message}")
+        if "is not running" in message:
+            return _NotRunningError("the container is not running")
+        return ProbeResponseError(f"Docker at {self.name}: {message}")
 
     async def _call[T](self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run one API call with the timeout, mapping its errors."""
@@ -474,7 +499,7 @@ class DockerClocks:
         """Open a ``while read`` exec stream into a running container."""
         state = await self._inspect_state(container_id)
         if not state.get("Running"):
-            raise ProbeResponseError("the container is not running")
+            raise _NotRunningError("the container is not running")
         started_at = str(state.get("StartedAt", ""))
         known = self._no_shell.get(container_id)
         if known is not None and known.startswith(started_at + "\n"):
@@ -507,8 +532,14 @@ class DockerClocks:
         self, container_id: str
     ) -> tuple[ContainerMethod, float, float, float]:
         """Measure through the session, re-opening it once if it broke."""
+        stopped = "the container stopped during the exchange"
         for attempt in range(2):
-            session = await self._session(container_id)
+            try:
+                session = await self._session(container_id)
+            except _NotRunningError:
+                if attempt:
+                    raise ProbeResponseError(stopped) from None
+                raise
             try:
                 async with session.lock:
                     return await self._measure_session(session)
@@ -516,18 +547,22 @@ class DockerClocks:
                 await self._drop(container_id)
                 self._no_shell[container_id] = f"{session.started_at}\n{err}"
                 raise
-            except (_StreamBrokenError, TimeoutError) as err:
+            except _NotRunningError:
+                await self._drop(container_id)
+                raise ProbeResponseError(stopped) from None
+            except (ProbeError, TimeoutError) as err:
+                # Whatever went wrong, a container that stopped meanwhile explains it.
                 await self._drop(container_id)
                 state = await self._inspect_state(container_id)
                 if not state.get("Running"):
-                    raise ProbeResponseError(
-                        "the container stopped during the exchange"
+                    raise ProbeResponseError(stopped) from None
+                if not isinstance(err, _StreamBrokenError | TimeoutError):
+                    raise
+                if isinstance(err, TimeoutError):
+                    raise ProbeTimeoutError(
+                        "the container's clock did not answer in time"
                     ) from None
-                if attempt or isinstance(err, TimeoutError):
-                    if isinstance(err, TimeoutError):
-                        raise ProbeTimeoutError(
-                            "the container's clock did not answer in time"
-                        ) from None
+                if attempt:
                     raise ProbeResponseError(str(err)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -580,7 +615,7 @@ class DockerClocks:
                 "the container's whole-second clock did not advance in "
                 f"{EDGE_SEARCH_LIMIT} s"
             )
-        low, high = edge_interval(answers)
+        low, high = edge_interval(answers, self._tick)
         if high < low:
             session.edge = None
             raise ProbeResponseError(

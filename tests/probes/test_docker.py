@@ -1,0 +1,476 @@
+"""Tests of the Docker probe against a real dockerd and real containers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+import contextlib
+import io
+import logging
+import math
+import os
+from pathlib import Path
+import socket
+import tarfile
+import time
+
+from hypothesis import given, settings, strategies as st
+import pytest
+
+from custom_components.clock_drift.probes.docker import (
+    ContainerMethod,
+    ContainerReading,
+    DockerClocks,
+    _Answer,
+    coarse_tick,
+    edge_interval,
+    parse_answer,
+    parse_rfc3339,
+)
+from custom_components.clock_drift.probes.model import (
+    ClockKind,
+    ProbeAuthError,
+    ProbeConnectionError,
+    ProbeResponseError,
+    ProbeTimeoutError,
+    Reading,
+)
+from tests.harness import BUSYBOX_IMAGE, GNUDATE_IMAGE, Containers, DockerDaemon
+from tests.harness.servers import find_binary
+
+NOSHELL_IMAGE = "clock-drift-test/noshell"
+
+
+def by_name(readings: list[Reading]) -> dict[str, Reading]:
+    """Return readings keyed by clock name."""
+    return {reading.name: reading for reading in readings}
+
+
+def container_reading(reading: Reading) -> ContainerReading:
+    """Return a reading narrowed to a container reading."""
+    assert isinstance(reading, ContainerReading)
+    return reading
+
+
+def install_date(docker: Containers, name: str, script: str) -> None:
+    """Put a ``date`` script ahead of the real one in the container's PATH."""
+    data = f"#!/usr/bin/sh\n{script}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("usr/local", "usr/local/bin"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("usr/local/bin/date")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    docker.cli("cp", "-", f"{name}:/", stdin=buffer.getvalue())
+
+
+@pytest.fixture(scope="module")
+def noshell_image(docker_daemon: DockerDaemon) -> str:
+    """Import an image whose only file is busybox, with no ``sh`` to exec."""
+    data = Path(find_binary("busybox", "busybox-static")).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    docker_daemon.cli(
+        "import",
+        "--change",
+        'CMD ["/busybox", "sleep", "100000"]',
+        "-",
+        NOSHELL_IMAGE,
+        stdin=buffer.getvalue(),
+    )
+    return NOSHELL_IMAGE
+
+
+@pytest.fixture
+async def make_clocks(docker: Containers) -> AsyncIterator[Callable[..., DockerClocks]]:
+    """Return a factory of DockerClocks on the test daemon, all closed at teardown."""
+    made: list[DockerClocks] = []
+
+    def make(**kwargs: object) -> DockerClocks:
+        """Return a DockerClocks for the test daemon."""
+        clocks = DockerClocks(docker.url, **kwargs)  # type: ignore[arg-type]
+        made.append(clocks)
+        return clocks
+
+    yield make
+    for clocks in made:
+        await clocks.close()
+
+
+async def test_gnu_date_container_at_plus_42(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """A GNU date container under faketime +42 s reads 42 s within 5 ms."""
+    name = docker.run_container(GNUDATE_IMAGE, skew=42)
+    clocks = make_clocks(containers=[name])
+    for _ in range(3):
+        (reading,) = await clocks.read_containers()
+        reading = container_reading(reading)
+        assert reading.ok, reading.error
+        assert reading.method is ContainerMethod.NANOSECONDS
+        assert reading.offset is not None
+        assert reading.uncertainty is not None
+        assert abs(reading.offset - 42) <= 0.005
+        assert reading.uncertainty <= 0.005
+        assert abs(reading.offset - 42) <= reading.uncertainty
+        assert reading.kind is ClockKind.CONTAINER
+        assert reading.image == GNUDATE_IMAGE
+        assert abs((reading.taken_at or 0) - time.time()) < 1
+
+
+async def test_busybox_second_edge(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """BusyBox prints a literal %N: the second's edge is bracketed, then tracked."""
+    name = docker.run_container(BUSYBOX_IMAGE)
+    clocks = make_clocks(containers=[name])
+    durations = []
+    for _ in range(3):
+        began = time.monotonic()
+        (reading,) = await clocks.read_containers()
+        durations.append(time.monotonic() - began)
+        reading = container_reading(reading)
+        assert reading.ok, reading.error
+        assert reading.method is ContainerMethod.SECOND_EDGE
+        assert reading.offset is not None
+        assert reading.uncertainty is not None
+        # Containers share this kernel's clock: the true offset is 0.
+        assert abs(reading.offset) <= reading.uncertainty <= 0.05
+    # Later cycles only search around the predicted edge: at most a second each.
+    assert max(durations[1:]) < 1.2
+
+
+async def test_ten_containers_cycle_with_open_sessions(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """Ten containers read concurrently; the second cycle reuses every session."""
+    names = [docker.run_container(GNUDATE_IMAGE) for _ in range(10)]
+    clocks = make_clocks(containers=names)
+    first = await clocks.read_containers()
+    assert all(reading.ok for reading in first), [r.error for r in first]
+    sessions = dict(clocks._sessions)
+    assert len(sessions) == 10
+    cycles = []
+    for _ in range(3):
+        began = time.monotonic()
+        readings = await clocks.read_containers()
+        cycles.append(time.monotonic() - began)
+        assert sorted(reading.name for reading in readings) == sorted(names)
+        for reading in readings:
+            assert reading.ok, reading.error
+            assert reading.offset is not None
+            assert reading.uncertainty is not None
+            assert abs(reading.offset) <= reading.uncertainty <= 0.005
+    assert clocks._sessions == sessions
+    logging.getLogger(__name__).warning(
+        "10-container cycle with open sessions: %.1f ms", min(cycles) * 1000
+    )
+    assert min(cycles) < 0.5
+
+
+async def test_selection_by_label_and_name(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """Containers are chosen by label key, key=value, or name with or without /."""
+    yes = docker.run_container(GNUDATE_IMAGE, labels={"clock": "yes"})
+    no = docker.run_container(GNUDATE_IMAGE, labels={"clock": "no"})
+    other = docker.run_container(GNUDATE_IMAGE)
+
+    everything = by_name(await make_clocks().read_containers())
+    assert {yes, no, other} <= set(everything)
+    assert set(by_name(await make_clocks(label="clock").read_containers())) == {
+        yes,
+        no,
+    }
+    assert set(by_name(await make_clocks(label="clock=yes").read_containers())) == {yes}
+    named = by_name(
+        await make_clocks(containers=[f"/{yes}", other, "absent"]).read_containers()
+    )
+    assert set(named) == {yes, other, "absent"}
+    assert named[yes].ok
+    assert named[other].ok
+    assert named["absent"].error == "the container is not running"
+
+
+async def test_container_stopped_mid_exchange(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """A container that stops during an exchange fails alone; the others read."""
+    slow = docker.run_container(GNUDATE_IMAGE)
+    fine = docker.run_container(GNUDATE_IMAGE)
+    install_date(docker, slow, 'sleep 3\nexec /usr/bin/date "$@"')
+    clocks = make_clocks(containers=[slow, fine])
+
+    reading_task = asyncio.create_task(clocks.read_containers())
+    await asyncio.sleep(1)
+    await asyncio.to_thread(docker.stop_container, slow)
+    readings = by_name(await reading_task)
+    assert readings[fine].ok
+    assert readings[slow].error == "the container stopped during the exchange"
+    assert slow not in clocks._sessions
+
+    again = by_name(await clocks.read_containers())
+    assert again[fine].ok
+    assert again[slow].error == "the container is not running"
+
+
+async def test_container_restarted_reopens_session(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """A restarted container's broken stream is replaced by a new session."""
+    name = docker.run_container(GNUDATE_IMAGE)
+    clocks = make_clocks(containers=[name])
+    (reading,) = await clocks.read_containers()
+    assert reading.ok
+    (before,) = clocks._sessions.values()
+
+    docker.cli("restart", "--time", "0", name)
+    (reading,) = await clocks.read_containers()
+    assert reading.ok, reading.error
+    (after,) = clocks._sessions.values()
+    assert after is not before
+    assert after.container_id == before.container_id
+    assert after.started_at != before.started_at
+
+
+async def test_container_without_shell_uses_daemon_clock(
+    docker: Containers,
+    make_clocks: Callable[..., DockerClocks],
+    noshell_image: str,
+) -> None:
+    """A container without sh shares the host's clock: the daemon's is reported."""
+    name = docker.run_container(noshell_image)
+    clocks = make_clocks(containers=[name])
+    for _ in range(2):
+        (reading,) = await clocks.read_containers()
+        reading = container_reading(reading)
+        assert reading.ok, reading.error
+        assert reading.method is ContainerMethod.DAEMON
+        assert reading.note is not None
+        assert "no shell" in reading.note
+        assert "Docker host's clock" in reading.note
+        assert reading.offset is not None
+        assert reading.uncertainty is not None
+        assert abs(reading.offset) <= reading.uncertainty < 0.1
+    assert name not in {s.container_id for s in clocks._sessions.values()}
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("echo", "the container's date printed an empty line"),
+        ("echo hello", "the container's date printed 'hello'"),
+        ("printf '%0300d\\n' 0", "longer than 256 bytes"),
+        ("printf '%0300d' 0", "longer than 256 bytes"),
+        ("echo oops >&2", "the container's shell said 'oops'"),
+        ("echo 1796400350.12x", "the container's date printed '1796400350.12x'"),
+        ('echo 1796400350.123; echo "1796400350.%N"', "changed its format"),
+        ("kill -9 $PPID", "the exec stream ended"),
+    ],
+)
+async def test_bad_date_output_is_a_per_container_error(
+    docker: Containers,
+    make_clocks: Callable[..., DockerClocks],
+    script: str,
+    message: str,
+) -> None:
+    """Empty, non-numeric, huge or stderr output fails that container only."""
+    bad = docker.run_container(GNUDATE_IMAGE)
+    good = docker.run_container(GNUDATE_IMAGE)
+    install_date(docker, bad, script)
+    clocks = make_clocks(containers=[bad, good], timeout=2.0)
+    readings = by_name(await clocks.read_containers())
+    assert readings[good].ok
+    assert readings[bad].error is not None
+    assert message in readings[bad].error
+    assert bad not in {s.container_id for s in clocks._sessions.values()}
+
+
+async def test_silent_container_times_out(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """A date that never answers is a timeout for that container."""
+    name = docker.run_container(GNUDATE_IMAGE)
+    install_date(docker, name, "sleep 30")
+    clocks = make_clocks(containers=[name], timeout=0.5)
+    (reading,) = await clocks.read_containers()
+    assert reading.error == "the container's clock did not answer in time"
+
+
+async def test_read_host(make_clocks: Callable[..., DockerClocks]) -> None:
+    """The daemon's clock is this machine's: offset 0 within its bound."""
+    reading = await make_clocks().read_host()
+    assert reading.kind is ClockKind.DOCKER_HOST
+    assert reading.ok
+    assert reading.offset is not None
+    assert reading.uncertainty is not None
+    assert abs(reading.offset) <= reading.uncertainty < 0.1
+
+
+async def test_exec_runs_fixed_argv(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """Exec returns exit code and output; no shell interprets the arguments."""
+    name = docker.run_container(GNUDATE_IMAGE, skew=42)
+    clocks = make_clocks()
+    code, output = await clocks.exec(name, ["date", "+%s", ";", "echo"])
+    assert code == 1
+    assert "extra operand" in output
+    code, output = await clocks.exec(f"/{name}", ["date", "+%s"])
+    assert code == 0
+    assert abs(int(output) - time.time() - 42) < 2
+    code, output = await clocks.exec(name, ["no-such-binary"])
+    assert code in (126, 127)
+    assert "executable file not found" in output
+    with pytest.raises(ProbeTimeoutError, match="did not finish"):
+        await clocks.exec(name, ["sleep", "5"], timeout=0.5)
+    with pytest.raises(ProbeResponseError, match="No such container"):
+        await clocks.exec("absent-container", ["true"])
+
+
+async def test_unreachable_daemon(
+    real_sockets: None, tmp_path: Path, docker_daemon: DockerDaemon
+) -> None:
+    """A missing socket or closed port is a connection error without credentials."""
+    clocks = DockerClocks(f"unix://{tmp_path}/missing.sock")
+    with pytest.raises(ProbeConnectionError, match="cannot connect"):
+        await clocks.read_host()
+    with pytest.raises(ProbeConnectionError, match="cannot connect"):
+        await clocks.read_containers()
+    await clocks.close()
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clocks = DockerClocks(f"tcp://user:hunter2@127.0.0.1:{port}")
+    assert clocks.name == f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ProbeConnectionError) as caught:
+        await clocks.read_host()
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ProbeConnectionError):
+        await clocks.exec("x", ["true"])
+    await clocks.close()
+
+
+async def test_permission_denied(real_sockets: None, tmp_path: Path) -> None:
+    """A socket we may not open is an auth error, not a connection error."""
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+        path.chmod(0)
+        clocks = DockerClocks(f"unix://{path}")
+        switched = os.geteuid() == 0
+        if switched:
+            # root ignores file modes: connect as nobody for this one call.
+            os.seteuid(65534)
+        try:
+            with pytest.raises(ProbeAuthError, match="permission denied"):
+                await clocks.read_host()
+        finally:
+            if switched:
+                os.seteuid(0)
+        await clocks.close()
+
+
+def test_endpoint_validation() -> None:
+    """Only unix:// and tcp:// endpoints are accepted."""
+    with pytest.raises(ValueError, match="unix:// or tcp://"):
+        DockerClocks("ftp://host")
+    assert DockerClocks("tcp://[::1]:2375").name == "tcp://[::1]:2375"
+
+
+def test_parse_answer() -> None:
+    """Lines of date parse to seconds and fraction digits, or a clear error."""
+    assert parse_answer(b"1796400350.802043438") == (1796400350, "802043438")
+    assert parse_answer(b"1796400350.%N") == (1796400350, None)
+    with pytest.raises(ProbeResponseError, match="empty line"):
+        parse_answer(b"  ")
+    with pytest.raises(ProbeResponseError, match="printed"):
+        parse_answer(b"\xff\x00")
+
+
+def test_parse_rfc3339() -> None:
+    """The daemon's SystemTime keeps its nanoseconds and its resolution."""
+    value, resolution = parse_rfc3339("2026-12-04T16:12:20.233944614Z")
+    assert value == pytest.approx(1796400740.233944614, abs=1e-6)
+    assert resolution == pytest.approx(1e-9)
+    value, resolution = parse_rfc3339("2026-12-04T17:12:20+01:00")
+    assert value == 1796400740.0
+    assert resolution == 1.0
+    with pytest.raises(ProbeResponseError, match="not a time"):
+        parse_rfc3339("yesterday")
+    with pytest.raises(ProbeResponseError, match="not a time"):
+        parse_rfc3339("2026-13-04T16:12:20Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offset=st.floats(min_value=-1e4, max_value=1e4, allow_nan=False),
+    start=st.floats(min_value=1.7e9, max_value=1.8e9),
+    tick=st.sampled_from([0.001, 0.004, 0.01]),
+    exchanges=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=0.01),  # pause before sending
+            st.floats(min_value=0.0, max_value=0.005),  # round trip
+            st.floats(min_value=0.0, max_value=1.0),  # where in it the clock is read
+            st.floats(min_value=0.0, max_value=1.0),  # coarse clock lag, in ticks
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+)
+def test_edge_interval_contains_true_offset(
+    offset: float,
+    start: float,
+    tick: float,
+    exchanges: list[tuple[float, float, float, float]],
+) -> None:
+    """Whatever the timing and coarse lag, the bracket holds the true offset."""
+    answers = []
+    now = start
+    for pause, round_trip, where, lag in exchanges:
+        t0 = now + pause
+        t1 = t0 + round_trip
+        read_at = t0 + where * round_trip - lag * tick
+        answers.append(_Answer(t0, t1, math.floor(read_at + offset), None))
+        now = t1
+    low, high = edge_interval(answers, tick)
+    # Float rounding of the sums at 1.8e9 is below a microsecond.
+    assert low - 1e-6 <= offset <= high + 1e-6
+    if len({answer.seconds for answer in answers}) > 1:
+        # Across an edge: at most a pause, two round trips and a tick wide.
+        assert high - low <= 0.01 + 2 * 0.005 + tick + 1e-6
+
+
+def test_coarse_tick() -> None:
+    """A local daemon's tick is this kernel's coarse resolution; remote ones 10 ms."""
+    assert 0 < coarse_tick("unix:///var/run/docker.sock") <= 0.01
+    assert coarse_tick("tcp://127.0.0.1:2375") == 0.01
+
+
+async def test_close_releases_everything(
+    docker: Containers, make_clocks: Callable[..., DockerClocks]
+) -> None:
+    """close() ends every session and the client; a later read opens anew."""
+    name = docker.run_container(GNUDATE_IMAGE)
+    clocks = make_clocks(containers=[name])
+    await clocks.read_containers()
+    (session,) = clocks._sessions.values()
+    client = clocks._client
+    assert client is not None
+    await clocks.close()
+    assert clocks._sessions == {}
+    assert clocks._client is None
+    assert client.session.closed
+    assert session.stream._closed
+    with contextlib.suppress(Exception):
+        await clocks.close()
+    (reading,) = await clocks.read_containers()
+    assert reading.ok
