@@ -21,7 +21,7 @@ from custom_components.clock_drift.const import DOMAIN
 
 ROOT = Path(__file__).resolve().parents[2]
 BLUEPRINT = ROOT / "blueprints" / "automation" / DOMAIN / "drift_alert.yaml"
-WORKER = "sensor.scan_worker_1_offset"
+WORKER = "sensor.scan_worker_1_pi_offset"
 REDIS = "sensor.redis_server_offset"
 
 
