@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 import re
+import shutil
 from typing import Any
 from unittest.mock import PropertyMock, patch
 
@@ -18,6 +20,7 @@ from syrupy.assertion import SnapshotAssertion
 # Import the integration at collection time: otherwise `custom_components` resolves to
 # the plugin's own testing config and Home Assistant reports "Integration not found".
 import custom_components.clock_drift  # noqa: F401
+from custom_components.clock_drift import coordinator as coordinator_module
 from custom_components.clock_drift.const import (
     CONF_CELERY_BROKER_URL,
     CONF_CHRONY_SOCKET,
@@ -214,3 +217,26 @@ def stable(state: State) -> dict[str, Any]:
     if "uncertainty" in attributes:
         attributes["uncertainty"] = "<seconds>"
     return {"entity_id": state.entity_id, "state": value, "attributes": attributes}
+
+
+@pytest.fixture
+def chronyc_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the integration at a chronyc whose makestep succeeds.
+
+    chronyd must run with -x here (it would step this machine's clock), and then
+    makestep always fails. This wrapper answers makestep with chronyc's success
+    line and passes every other command to the real chronyc, so tracking still
+    comes from the real chronyd.
+    """
+    chronyc = shutil.which("chronyc") or "/usr/bin/chronyc"
+    wrapper = tmp_path / "chronyc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do\n'
+        '  [ "$arg" = makestep ] && { echo "200 OK"; exit 0; }\n'
+        "done\n"
+        f'exec {chronyc} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(coordinator_module, "CHRONYC", str(wrapper))
+    return wrapper

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-import shutil
-
 from homeassistant.auth.models import User
 from homeassistant.const import ATTR_CONFIG_ENTRY_ID
 from homeassistant.core import Context, HomeAssistant
@@ -15,7 +12,6 @@ from homeassistant.exceptions import (
 )
 import pytest
 
-from custom_components.clock_drift import coordinator as coordinator_module
 from custom_components.clock_drift.const import (
     CONF_CHRONY_SOCKET,
     CONF_NTP_SERVERS,
@@ -46,31 +42,13 @@ async def test_makestep_surfaces_chrony_failure(
     assert str(raised.value).startswith("chrony could not step the clock of Test site")
 
 
+@pytest.mark.usefixtures("chronyc_stand_in")
 async def test_makestep_returns_answer_and_offsets(
     hass: HomeAssistant,
     setup_entry: SetupEntry,
     chrony_command_server: ChronyCommandServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Test a successful makestep: chrony's answer and the offsets before and after.
-
-    chronyd must run with -x here (it would step this machine's clock), and then
-    makestep always fails; the one stand-in is a chronyc wrapper that answers
-    makestep with chronyc's success line and passes every other command to the
-    real chronyc, so tracking still comes from the real chronyd.
-    """
-    chronyc = shutil.which("chronyc") or "/usr/bin/chronyc"
-    wrapper = tmp_path / "chronyc"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'for arg in "$@"; do\n'
-        '  [ "$arg" = makestep ] && { echo "200 OK"; exit 0; }\n'
-        "done\n"
-        f'exec {chronyc} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    monkeypatch.setattr(coordinator_module, "CHRONYC", str(wrapper))
+    """Test a successful makestep's answer and offsets (chronyc stand-in: fixture)."""
     entry = await setup_entry({CONF_CHRONY_SOCKET: chrony_command_server.socket_path})
 
     response = await hass.services.async_call(
