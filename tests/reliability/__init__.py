@@ -1,0 +1,1 @@
+"""Reliability and security: real servers killed and restarted, hostile input, TLS."""
