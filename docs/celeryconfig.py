@@ -16,7 +16,7 @@ import os
 # converts to `timezone` only for crontab schedules and display. The zone is the site's,
 # the same as the TZ of the containers.
 enable_utc = True
-timezone = os.environ.get("TZ", "Europe/Paris")
+timezone = os.environ.get("TZ") or "Europe/Paris"
 
 # --- Broker -------------------------------------------------------------------------
 broker_url = os.environ.get("CELERY_BROKER_URL", "redis://redis:6379/0")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+from pathlib import Path
 import time
 from types import ModuleType
 from typing import Any, override
@@ -17,6 +19,7 @@ from tests.harness import StartRedis
 from tests.harness.servers import CeleryWorker
 
 CONFIG = "docs.celeryconfig"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Bookkeeping Celery's Settings object stores among the keys (celery/app/utils.py).
 CELERY_INTERNAL = frozenset({"deprecated_settings"})
 SKEW = 42.0
@@ -100,19 +103,21 @@ def test_retries_are_task_attributes() -> None:
 
 
 class ConfiguredWorker(CeleryWorker):
-    """The harness's real worker, started with ``--config docs.celeryconfig``."""
+    """The harness's real worker, given the config as compose does: ``--config``."""
 
     @override
     def command(self) -> list[str]:
-        """Return the harness argv with the shipped config module, as compose does."""
+        """Return the harness argv plus ``--config celeryconfig``."""
         argv = super().command()
         at = argv.index("celery") + 1
-        return [*argv[:at], "--config", CONFIG, *argv[at:]]
+        return [*argv[:at], "--config", "celeryconfig", *argv[at:]]
 
     @override
     def environment(self) -> dict[str, str]:
-        """Return the harness environment plus the broker the config reads."""
+        """Return the harness environment, docs/ on the path, the broker to read."""
         env = super().environment()
+        # Compose mounts docs/celeryconfig.py into the worker's directory instead.
+        env["PYTHONPATH"] = os.pathsep.join([str(DOCS), env["PYTHONPATH"]])
         env["CELERY_BROKER_URL"] = self.broker_url
         return env
 

@@ -201,8 +201,10 @@ def test_every_shell_snippet_is_run_or_says_why_not() -> None:
 )
 def test_shell_snippet_runs(snippet: Snippet, start_redis: StartRedis) -> None:
     """Run a marked command; the documented Redis is a real one 42 s ahead."""
-    redis = start_redis(skew=SKEW)
-    argv = shlex.split(snippet.body.replace(DOCUMENTED_REDIS, redis.url))
+    body = snippet.body
+    if DOCUMENTED_REDIS in body:
+        body = body.replace(DOCUMENTED_REDIS, start_redis(skew=SKEW).url)
+    argv = shlex.split(body)
     assert argv[0] == "python"
     result = subprocess.run(
         [sys.executable, *argv[1:]],
