@@ -12,7 +12,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
-from .coordinator import ClockDriftConfigEntry, ClockDriftCoordinator, ClockDriftData
+from .coordinator import (
+    SOURCE_CELERY,
+    ClockDriftConfigEntry,
+    ClockDriftCoordinator,
+    ClockDriftData,
+)
 
 CLOCK_HOST = "host"
 CLOCK_DOCKER_HOST = "docker_host"
@@ -36,7 +41,8 @@ def clock_available(data: ClockDriftData, clock: str, item: str) -> bool:
     if clock.startswith(CONTAINER_PREFIX):
         return (reading := data.containers.get(item)) is not None and reading.ok
     if clock.startswith(WORKER_PREFIX):
-        return item in data.workers
+        # With the broker lost no heartbeat can arrive: the worker's state is unknown.
+        return item in data.workers and SOURCE_CELERY not in data.errors
     if clock == CLOCK_HOST:
         return any(reading.ok for reading in data.ntp)
     if clock == CLOCK_CHRONY:
