@@ -87,7 +87,7 @@ def test_retries_are_task_attributes() -> None:
     """What the config's comment recommends for retries is accepted by @app.task."""
     app = load(CONFIG)
 
-    @app.task(
+    @app.task(  # type: ignore[untyped-decorator]
         autoretry_for=(ConnectionError,),
         retry_backoff=True,
         retry_backoff_max=600,
