@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
@@ -11,6 +12,7 @@ from homeassistant.helpers import device_registry as dr
 import pytest
 
 from custom_components.clock_drift.const import (
+    CONF_CELERY_BROKER_URL,
     CONF_CHRONY_SOCKET,
     CONF_DOCKER_URL,
     CONF_NTP_SERVERS,
@@ -165,3 +167,36 @@ async def test_containers_appear_and_go_stale(
     await refresh(hass, entry)
     assert device_registry.async_get_device_by_identifier(device, entry.entry_id)
     assert _state(hass, "sensor.second_2_offset") != STATE_UNAVAILABLE
+
+
+async def test_unreachable_ntp_and_broker(
+    hass: HomeAssistant,
+    setup_entry: SetupEntry,
+    start_redis: StartRedis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test NTP servers that do not answer and a broker that stops answering."""
+    redis = start_redis()
+    broker = start_redis(password="broker-pw-never-logged")
+    closed = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+    entry = await setup_entry(
+        {
+            CONF_NTP_SERVERS: closed,
+            CONF_REDIS_URL: redis.url,
+            CONF_CELERY_BROKER_URL: broker.url,
+        }
+    )
+    listener = entry.runtime_data.listener
+    assert listener is not None
+    assert _state(hass, NTP_OFFSET) == STATE_UNAVAILABLE
+    assert _state(hass, REDIS_OFFSET) != STATE_UNAVAILABLE
+    assert entry.runtime_data.coordinator.data.errors.keys() == {"ntp"}
+
+    broker.stop()
+    async with asyncio.timeout(15):
+        while listener.last_error is None:
+            await asyncio.sleep(0.1)
+    await refresh(hass, entry)
+    assert entry.runtime_data.coordinator.data.errors.keys() == {"ntp", "celery"}
+    assert caplog.text.count("The celery clock is unavailable") == 1
+    assert "broker-pw-never-logged" not in caplog.text

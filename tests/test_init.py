@@ -6,6 +6,7 @@ import asyncio
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from redis import Redis
 
 from custom_components.clock_drift.const import (
     CONF_CELERY_BROKER_URL,
@@ -42,6 +43,13 @@ async def test_setup_and_unload(
     assert abs(data.ntp_offset) < 0.05
     assert runtime.listener is not None
 
+    async with asyncio.timeout(10):
+        while not runtime.listener.connected:
+            await asyncio.sleep(0.05)
+    for server in (redis, broker):
+        with Redis.from_url(server.url) as client:
+            assert len(client.client_list()) > 1
+
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.NOT_LOADED
@@ -52,3 +60,7 @@ async def test_setup_and_unload(
         if not task.done() and task is not asyncio.current_task()
     ]
     assert not leftover
+    # Every connection the entry opened is closed: only our own is left.
+    for server in (redis, broker):
+        with Redis.from_url(server.url) as client:
+            assert len(client.client_list()) == 1

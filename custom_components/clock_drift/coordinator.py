@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 import time
@@ -275,19 +275,11 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
         if (docker := self.clients.docker) is None:
             return None, []
         host, containers = await asyncio.gather(
-            docker.read_host(), docker.read_containers(), return_exceptions=True
+            _probe(docker.read_host()), _probe(docker.read_containers())
         )
-        if isinstance(host, BaseException):
-            if not isinstance(host, ProbeError):
-                raise host
+        if isinstance(host, ProbeError):
             host = Reading.failed(ClockKind.DOCKER_HOST, docker.name, str(host))
-        if isinstance(containers, BaseException):
-            if not isinstance(containers, ProbeError):
-                raise containers
-            if host.ok:
-                host = Reading.failed(
-                    ClockKind.DOCKER_HOST, docker.name, str(containers)
-                )
+        if isinstance(containers, ProbeError):
             containers = []
         return host, containers
 
@@ -425,6 +417,14 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
         for issue_id in self._utcoffset_issues:
             ir.async_delete_issue(self.hass, DOMAIN, issue_id)
         self._utcoffset_issues = set()
+
+
+async def _probe[T](call: Awaitable[T]) -> T | ProbeError:
+    """Return what a probe call returns, or the probe error it raised."""
+    try:
+        return await call
+    except ProbeError as err:
+        return err
 
 
 def local_utcoffset_hours() -> int:
