@@ -42,6 +42,8 @@ value over the window misses the offset by the smallest delay of the window, a f
 milliseconds through a local broker; 20 ms also covers a loaded Raspberry Pi. The
 timestamp itself is a float ``time.time()`` (microseconds), negligible here.
 """
+IDLE_POLL: Final = 10.0
+"""Longest wait for a message before the connection's health is checked."""
 BACKOFF_FIRST: Final = 1.0
 BACKOFF_MAX: Final = 30.0
 LOG_INTERVAL: Final = 60.0
@@ -308,8 +310,9 @@ class HeartbeatListener:
     async def _listen(self, pubsub: Any) -> None:
         """Handle messages until the connection fails."""
         while True:
+            # A bounded wait lets redis-py's health check ping an idle connection.
             message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=None
+                ignore_subscribe_messages=True, timeout=IDLE_POLL
             )
             received = time.time()
             if message is None or message.get("type") != "pmessage":

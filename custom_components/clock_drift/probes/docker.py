@@ -283,10 +283,12 @@ class DockerClocks:
         label: str | None = None,
         concurrency: int = 8,
         timeout: float = 5.0,
+        exchanges: int = EXCHANGES,
     ) -> None:
         """Prepare a client for ``unix://PATH`` or ``tcp://HOST:PORT``.
 
-        ``containers`` selects by name (empty: all running), ``label`` by label.
+        ``containers`` selects by name (empty: all running), ``label`` by label;
+        ``exchanges`` per container and cycle, the shortest round trip kept.
         """
         self.name = _endpoint_name(url)
         self._url = url
@@ -294,6 +296,7 @@ class DockerClocks:
         self._label = label
         self._concurrency = max(1, concurrency)
         self._timeout = timeout
+        self._exchanges = max(1, exchanges)
         self._client: aiodocker.Docker | None = None
         self._tick = coarse_tick(url)
         self._sessions: dict[str, _Session] = {}
@@ -574,7 +577,10 @@ class DockerClocks:
         if first.fraction is not None:
             answers = [
                 first,
-                *[await session.exchange(self._timeout) for _ in range(EXCHANGES - 1)],
+                *[
+                    await session.exchange(self._timeout)
+                    for _ in range(self._exchanges - 1)
+                ],
             ]
             if any(answer.fraction is None for answer in answers):
                 raise ProbeResponseError("the container's date changed its format")
