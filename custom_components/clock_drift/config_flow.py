@@ -142,6 +142,11 @@ def site_unique_id(data: Mapping[str, str]) -> str:
     return "ntp:" + ",".join(sorted(split_list(data[CONF_NTP_SERVERS])))
 
 
+def site_title(data: Mapping[str, str]) -> str:
+    """Return the entry's title: the place its identity names, credentials left out."""
+    return "Clock drift " + site_unique_id(data).split(":", 1)[1]
+
+
 def _valid_url(url: str, schemes: frozenset[str]) -> bool:
     """Return whether a URL has one of the schemes, a place, and a valid port."""
     parts = urlsplit(url)
@@ -322,7 +327,7 @@ class ClockDriftConfigFlow(ConfigFlow, domain=DOMAIN):
             self._abort_if_unique_id_configured()
             if not (errors := await self._async_validate(data)):
                 return self.async_create_entry(
-                    title=self.unique_id or "Clock Drift Monitor",
+                    title=site_title(data),
                     data=data,
                     options={
                         CONF_SCAN_INTERVAL: DEFAULT_SCAN_INTERVAL,
