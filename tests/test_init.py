@@ -10,11 +10,13 @@ from redis import Redis
 
 from custom_components.clock_drift.const import (
     CONF_CELERY_BROKER_URL,
+    CONF_CONTAINERS,
+    CONF_DOCKER_URL,
     CONF_NTP_SERVERS,
     CONF_REDIS_URL,
 )
 from tests.conftest import SetupEntry
-from tests.harness import NtpServer, StartRedis
+from tests.harness import BUSYBOX_IMAGE, Containers, NtpServer, StartRedis
 
 
 async def test_setup_and_unload(
@@ -64,3 +66,24 @@ async def test_setup_and_unload(
     for server in (redis, broker):
         with Redis.from_url(server.url) as client:
             assert len(client.client_list()) == 1
+
+
+async def test_unload_closes_exec_streams(
+    hass: HomeAssistant, setup_entry: SetupEntry, docker: Containers
+) -> None:
+    """Test that the exec streams reading a container's clock end with the entry."""
+    name = docker.run_container(BUSYBOX_IMAGE)
+
+    def processes() -> int:
+        """Return how many processes run in the container (header line excluded)."""
+        return len(docker.cli("top", name).strip().splitlines()) - 1
+
+    assert processes() == 1
+    entry = await setup_entry({CONF_DOCKER_URL: docker.url, CONF_CONTAINERS: name})
+    assert entry.runtime_data.coordinator.data.containers[name].ok
+    assert processes() > 1
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    async with asyncio.timeout(10):
+        while processes() > 1:
+            await asyncio.sleep(0.1)

@@ -57,8 +57,11 @@ async def async_makestep(entry: ClockDriftConfigEntry) -> dict[str, Any]:
             translation_key="no_chrony",
             translation_placeholders={"site": entry.title},
         )
+    coordinator = entry.runtime_data.coordinator
     try:
         before = await chrony.tracking()
+        await coordinator.async_refresh()
+        report_before = coordinator.data.report.as_dict()
         answer = await chrony.makestep()
         after = await chrony.tracking()
     except ProbeError as err:
@@ -67,13 +70,13 @@ async def async_makestep(entry: ClockDriftConfigEntry) -> dict[str, Any]:
             translation_key="makestep_failed",
             translation_placeholders={"site": entry.title, "error": str(err)},
         ) from err
-    readings_before = entry.runtime_data.coordinator.data.report.as_dict()
+    await coordinator.async_refresh()
     return {
         "answer": answer,
-        "before": {"chrony_system_time": before.system_time, "report": readings_before},
+        "before": {"chrony_system_time": before.system_time, "report": report_before},
         "after": {
             "chrony_system_time": after.system_time,
-            "report": await _sample(entry),
+            "report": coordinator.data.report.as_dict(),
         },
     }
 
