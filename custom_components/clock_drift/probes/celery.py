@@ -17,6 +17,8 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 import redis.exceptions
 
 from .model import ClockKind, Reading
@@ -271,7 +273,13 @@ class HeartbeatListener:
         outage_logged = False
         while True:
             client = Redis.from_url(
-                self._url, socket_connect_timeout=5.0, health_check_interval=30
+                self._url,
+                socket_connect_timeout=5.0,
+                health_check_interval=30,
+                # The loop below backs off; no CLIENT SETINFO, whose version comes
+                # from a blocking read of the package metadata on the event loop.
+                retry=Retry(NoBackoff(), 0),
+                driver_info=None,
             )
             pubsub = client.pubsub()
             try:
