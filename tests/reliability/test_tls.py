@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-import datetime
+import datetime as dt
 import ipaddress
 from pathlib import Path
 import shutil
@@ -34,7 +34,7 @@ WORKER = "tls-worker@pi"
 
 def _write_pki(directory: Path) -> tuple[Path, Path, Path]:
     """Write a self-signed CA and a server certificate for 127.0.0.1 signed by it."""
-    now = datetime.datetime.now(datetime.UTC)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, "clock-drift test CA")]
@@ -45,8 +45,8 @@ def _write_pki(directory: Path) -> tuple[Path, Path, Path]:
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -75,8 +75,8 @@ def _write_pki(directory: Path) -> tuple[Path, Path, Path]:
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
