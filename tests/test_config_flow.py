@@ -37,6 +37,7 @@ from tests.harness import (
     Containers,
     HarnessError,
     NtpServer,
+    RedisServer,
     StartRedis,
 )
 from tests.harness.servers import free_port
@@ -357,3 +358,28 @@ async def test_options_flow(hass: HomeAssistant, start_redis: StartRedis) -> Non
     assert reloaded.update_interval is not None
     assert reloaded.update_interval.total_seconds() == 10
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_user_flow_redis_bad_answer(
+    hass: HomeAssistant, redis_server: RedisServer
+) -> None:
+    """Test a RESP server that refuses TIME (a small bad server), then the fix."""
+
+    async def refuse(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer every command with an error, as a server without TIME would."""
+        while data := await reader.read(1024):
+            writer.write(b"-ERR unknown command 'TIME'\r\n" * max(data.count(b"*"), 1))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await _submit(hass, _fields(redis_url=f"redis://127.0.0.1:{port}/0"))
+        assert result["errors"] == {CONF_REDIS_URL: "invalid_response"}
+    finally:
+        server.close()
+        await server.wait_closed()
+    await _finish(hass, result, _fields(redis_url=redis_server.url))
