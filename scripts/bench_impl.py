@@ -1653,8 +1653,13 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             "the probe waits for the container's next second edge, 0 to 1 s "
             f"({fig['bb']:.0f} ms median for {bb} alone), and `DockerClocks` reads "
             "at most 8 containers at once and keeps a slot while it sleeps to the "
-            "edge, so containers past the 8th wait for a later edge (hence "
-            f"{fig['mix50']:.0f} ms at 50). With GNU date containers only the cycle "
+            "edge, so containers past the 8th wait for a later edge"
+            + (
+                f" (hence {fig['mix50']:.0f} ms at 50)"
+                if not math.isnan(fig["mix50"])
+                else ""
+            )
+            + ". With GNU date containers only the cycle "
             f"takes {fig['gnu10']:.0f} ms; its floor is the Docker daemon's clock, "
             f"three sequential `/info` calls ({fig['host']:.0f} ms alone, "
             f"{fig['host_dockerd']:.0f} ms of dockerd CPU per cycle), then 5 "
@@ -1796,6 +1801,12 @@ def render(results: dict[str, Any]) -> str:
         "enforced: the benchmark does not fail the build.",
         "",
     ]
+    if results["quick"]:
+        lines += [
+            "*A `--quick` run: fewer cycles, 10 containers at most, one offset, a "
+            "short listener run. Run `scripts/bench` for the figures to quote.*",
+            "",
+        ]
     lines += render_cycles(results, targets)
     lines += render_accuracy(results, targets)
     lines += render_scale(results, targets)
@@ -1976,6 +1987,20 @@ def render_accuracy(
             + f" | {_signed(row['error'])} | {_num(row['uncertainty'], 3)} | "
             f"{_num(row['bound'], 0)} | {within} | {_beside(row)} |"
         )
+    warnings = [
+        row["reference"]["warning"]
+        for row in accuracy["rows"]
+        if row["clock"] == "celery" and row["reference"].get("warning")
+    ]
+    if warnings:
+        lines += [
+            "",
+            "Celery's own warning for the worker at +42 s, as `celery.events.state` "
+            "logged it (its `orig:` is the receiver's clock and its `recv:` the "
+            "worker's timestamp, the other way round from what the labels say):",
+            "",
+            *(f"    {warning}" for warning in warnings),
+        ]
     return [*lines, ""]
 
 
