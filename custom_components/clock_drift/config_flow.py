@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any, override
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from homeassistant.config_entries import (
     ConfigEntry,
@@ -107,17 +107,25 @@ def normalize(user_input: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(user_input.get(key) or "").strip() for key in CONNECTION_FIELDS}
 
 
+def _split(url: str) -> SplitResult:
+    """Return a URL's parts; a malformed one (``redis://[::1``) has none."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
+
+
 def _port(url: str) -> int | None:
     """Return a URL's port, None when it has none or an invalid one."""
     try:
-        return urlsplit(url).port
+        return _split(url).port
     except ValueError:
         return None
 
 
 def _redis_identity(url: str) -> str:
     """Return ``host:port/db`` of a Redis URL, without its credentials."""
-    parts = urlsplit(url)
+    parts = _split(url)
     database = parts.path.lstrip("/") or "0"
     return f"{parts.hostname}:{_port(url) or 6379}/{database}"
 
@@ -130,7 +138,7 @@ def site_unique_id(data: Mapping[str, str]) -> str:
     Credentials never enter it.
     """
     if docker_url := data[CONF_DOCKER_URL]:
-        parts = urlsplit(docker_url)
+        parts = _split(docker_url)
         port = f":{port_number}" if (port_number := _port(docker_url)) else ""
         return f"docker:{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
     if redis_url := data[CONF_REDIS_URL]:
@@ -149,7 +157,7 @@ def site_title(data: Mapping[str, str]) -> str:
 
 def _valid_url(url: str, schemes: frozenset[str]) -> bool:
     """Return whether a URL has one of the schemes, a place, and a valid port."""
-    parts = urlsplit(url)
+    parts = _split(url)
     try:
         _ = parts.port
     except ValueError:
