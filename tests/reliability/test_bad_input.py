@@ -76,7 +76,7 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_garbage_and_hostile_hostnames_through_an_entry(
+async def test_garbage_and_hostile_hostnames_through_an_entry(  # noqa: PLR0917
     hass: HomeAssistant,
     setup_entry: SetupEntry,
     redis_server: RedisServer,
