@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,9 +24,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from homeassistant.components.http.config import (
+    HTTP_STORAGE_SCHEMA,
+    STORAGE_MINOR_VERSION,
+    STORAGE_VERSION,
+)
+from homeassistant.util import dt as dt_util
+
 from tests.harness.servers import (
     BUSYBOX_IMAGE,
     GNUDATE_IMAGE,
+    TIMESYNC_IMAGE,
     CeleryWorker,
     ChronyCommandServer,
     DockerDaemon,
@@ -41,6 +50,9 @@ CLIENT_ID = "http://127.0.0.1:8123/"
 USERNAME = "demo"
 PASSWORD = "clock-drift-demo"  # noqa: S105 - a local demo's documented login
 INCIDENT_SKEW = 42.0
+# The names the documentation's examples and docs/dashboard.yaml use.
+WORKER = "scan-worker-1@pi"
+DASHBOARD = "clock_drift_dashboard.yaml"
 
 
 def log(message: str) -> None:
@@ -57,10 +69,8 @@ def start_stack(stack: contextlib.ExitStack) -> dict[str, str]:
     chrony = stack.enter_context(ChronyCommandServer(ntp))
     log(f"chronyd command socket at {chrony.socket_path}")
     stack.enter_context(CeleryWorker(redis.url, hostname="worker-ok@demo"))
-    stack.enter_context(
-        CeleryWorker(redis.url, skew=INCIDENT_SKEW, hostname="scan-worker-1@demo")
-    )
-    log(f"Celery workers: worker-ok@demo, scan-worker-1@demo (+{INCIDENT_SKEW:g} s)")
+    stack.enter_context(CeleryWorker(redis.url, skew=INCIDENT_SKEW, hostname=WORKER))
+    log(f"Celery workers: worker-ok@demo, {WORKER} (+{INCIDENT_SKEW:g} s)")
     fields = {
         "ntp_servers": ntp.address,
         "redis_url": redis.url,
@@ -74,7 +84,11 @@ def start_stack(stack: contextlib.ExitStack) -> dict[str, str]:
         return fields
     names = [
         docker.run_container(image, name=name)
-        for image, name in ((GNUDATE_IMAGE, "app-web"), (BUSYBOX_IMAGE, "app-cron"))
+        for image, name in (
+            (GNUDATE_IMAGE, "app-web"),
+            (BUSYBOX_IMAGE, "app-cron"),
+            (TIMESYNC_IMAGE, "timesync"),  # chronyd -x; no shell: the daemon's clock
+        )
     ]
     log(f"dockerd at {docker.url} with containers {', '.join(names)}")
     fields["docker_url"] = docker.url
@@ -82,21 +96,40 @@ def start_stack(stack: contextlib.ExitStack) -> dict[str, str]:
 
 
 def write_config() -> None:
-    """Write a fresh Home Assistant configuration with the dashboard."""
+    """Write a fresh Home Assistant configuration that listens on loopback only."""
     shutil.rmtree(CONFIG_DIR, ignore_errors=True)
-    CONFIG_DIR.mkdir(parents=True)
-    base = (REPO / "config/configuration.yaml").read_text()
-    dashboard = REPO / "docs/dashboard.yaml"
-    if dashboard.exists():
-        shutil.copy(dashboard, CONFIG_DIR / "clock_drift_dashboard.yaml")
+    (CONFIG_DIR / ".storage").mkdir(parents=True)
     (CONFIG_DIR / "configuration.yaml").write_text(
-        base
-        + "\nhttp:\n  server_host: 127.0.0.1\n"
+        (REPO / "config/configuration.yaml").read_text()
         + "\nlovelace:\n  dashboards:\n    clock-drift:\n      mode: yaml\n"
         + "      title: Clock drift\n      icon: mdi:clock-alert-outline\n"
         + "      show_in_sidebar: true\n"
-        + "      filename: clock_drift_dashboard.yaml\n"
+        + f"      filename: {DASHBOARD}\n"
     )
+    # The HTTP settings live in Home Assistant's store (YAML `http:` is deprecated).
+    stable = HTTP_STORAGE_SCHEMA({"server_host": ["127.0.0.1"]})
+    stable |= {"created_at": dt_util.utcnow().isoformat(), "error": None}
+    stable["error_message"] = None
+    (CONFIG_DIR / ".storage/http").write_text(
+        json.dumps(
+            {
+                "version": STORAGE_VERSION,
+                "minor_version": STORAGE_MINOR_VERSION,
+                "key": "http",
+                "data": {
+                    "stable": stable,
+                    "pending": None,
+                    "yaml_migration_done": True,
+                },
+            }
+        )
+    )
+
+
+def write_dashboard(entry_id: str) -> None:
+    """Install docs/dashboard.yaml with the demo's entry in its makestep button."""
+    text = (REPO / "docs/dashboard.yaml").read_text()
+    (CONFIG_DIR / DASHBOARD).write_text(text.replace("YOUR_CONFIG_ENTRY_ID", entry_id))
 
 
 def request(
@@ -167,7 +200,7 @@ def onboard() -> str:
     return token
 
 
-def add_integration(token: str, fields: dict[str, str]) -> None:
+def add_integration(token: str, fields: dict[str, str]) -> str:
     """Add Clock Drift Monitor through its config flow, as a user would."""
     flow = request("/api/config/config_entries/flow", {"handler": "clock_drift"}, token)
     result = request(
@@ -176,6 +209,8 @@ def add_integration(token: str, fields: dict[str, str]) -> None:
     if result.get("type") != "create_entry":
         raise SystemExit(f"the config flow did not create the entry: {result}")
     log(f"Clock Drift Monitor configured: {result['title']}")
+    entry_id: str = result["result"]["entry_id"]
+    return entry_id
 
 
 def main() -> int:
@@ -189,6 +224,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8123)) == 0:
+            log("port 8123 is taken: stop the Home Assistant that runs there first")
+            return 1
     with contextlib.ExitStack() as stack:
         stack.callback(log, "stopped the stack")
         fields = start_stack(stack)
@@ -201,7 +240,7 @@ def main() -> int:
         )
         try:
             wait_for_home_assistant(hass, timeout=180)
-            add_integration(onboard(), fields)
+            write_dashboard(add_integration(onboard(), fields))
             log("open http://127.0.0.1:8123/clock-drift")
             log(f"log in as {USERNAME} / {PASSWORD}; Ctrl-C stops everything")
             hass.wait(timeout=args.exit_after)

@@ -127,7 +127,7 @@ async def test_user_flow_every_clock(
     }
     entry = result["result"]
     assert entry.unique_id == f"docker:{docker.url}"
-    assert entry.title == f"Clock drift {docker.url}"
+    assert entry.title == "Clock drift on this host"
     await hass.async_block_till_done()
     assert await hass.config_entries.async_unload(entry.entry_id)
 
@@ -164,7 +164,7 @@ async def test_user_flow_redis_errors(
     assert result["errors"] == {field: error}
     result = await _finish(hass, result, _fields(**{field: redis.url}))
     assert result["result"].unique_id == f"redis:127.0.0.1:{redis.port}/0"
-    assert result["title"] == f"Clock drift 127.0.0.1:{redis.port}/0"
+    assert result["title"] == "Clock drift on 127.0.0.1"
 
 
 async def test_user_flow_ntp_error(hass: HomeAssistant, ntp_server: NtpServer) -> None:

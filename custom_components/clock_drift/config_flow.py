@@ -151,8 +151,13 @@ def site_unique_id(data: Mapping[str, str]) -> str:
 
 
 def site_title(data: Mapping[str, str]) -> str:
-    """Return the entry's title: the place its identity names, credentials left out."""
-    return "Clock drift " + site_unique_id(data).split(":", 1)[1]
+    """Return the entry's title: the host its identity names, credentials left out."""
+    for field in (CONF_DOCKER_URL, CONF_REDIS_URL, CONF_CELERY_BROKER_URL):
+        if url := data[field]:
+            return f"Clock drift on {_split(url).hostname or 'this host'}"
+    if data[CONF_CHRONY_SOCKET]:
+        return "Clock drift on this host"
+    return "Clock drift"
 
 
 def _valid_url(url: str, schemes: frozenset[str]) -> bool:
