@@ -59,13 +59,13 @@ async def test_failing_clock_only_its_entities(
     assert in_sync is not None
     assert in_sync.state == "on"
     assert in_sync.attributes["unreadable"] == [f"127.0.0.1:{redis.port}/0"]
-    assert caplog.text.count("The redis clock is unavailable") == 1
+    assert caplog.text.count("Clocks unavailable: redis (") == 1
 
     redis.start()
     await refresh(hass, entry)
     await refresh(hass, entry)
     assert _state(hass, REDIS_OFFSET) != STATE_UNAVAILABLE
-    assert caplog.text.count("The redis clock is available again") == 1
+    assert caplog.text.count("Clocks available again: redis") == 1
     assert "do-not-log-me" not in caplog.text
 
 
@@ -198,5 +198,5 @@ async def test_unreachable_ntp_and_broker(
             await asyncio.sleep(0.1)
     await refresh(hass, entry)
     assert entry.runtime_data.coordinator.data.errors.keys() == {"ntp", "celery"}
-    assert caplog.text.count("The celery clock is unavailable") == 1
+    assert caplog.text.count("Clocks unavailable: celery (") == 1
     assert "broker-pw-never-logged" not in caplog.text

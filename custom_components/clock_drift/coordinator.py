@@ -280,7 +280,12 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
         if isinstance(host, ProbeError):
             host = Reading.failed(ClockKind.DOCKER_HOST, docker.name, str(host))
         if isinstance(containers, ProbeError):
-            containers = []
+            # The daemon is out of reach, not the containers gone: keep their devices
+            # and say why they could not be read.
+            containers = [
+                Reading.failed(ClockKind.CONTAINER, name, str(containers))
+                for name in self._container_seen
+            ]
         return host, containers
 
     async def _chrony(self) -> ChronyTracking | str | None:
@@ -344,14 +349,15 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
             )
 
     def _log_availability(self, errors: dict[str, str]) -> None:
-        """Log once when a source goes away and once when it comes back."""
-        for source, error in errors.items():
-            if source not in self._unavailable:
-                self._unavailable.add(source)
-                LOGGER.warning("The %s clock is unavailable: %s", source, error)
-        for source in self._unavailable - set(errors):
-            self._unavailable.discard(source)
-            LOGGER.info("The %s clock is available again", source)
+        """Log one line when clocks go away and one when they come back."""
+        if gone := [source for source in errors if source not in self._unavailable]:
+            LOGGER.warning(
+                "Clocks unavailable: %s",
+                "; ".join(f"{source} ({errors[source]})" for source in gone),
+            )
+        if back := sorted(self._unavailable - errors.keys()):
+            LOGGER.info("Clocks available again: %s", ", ".join(back))
+        self._unavailable = set(errors)
 
     def _update_issues(self, report: Report, workers: dict[str, WorkerState]) -> None:
         """Raise or clear the repair issues this cycle calls for."""

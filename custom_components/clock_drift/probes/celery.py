@@ -300,7 +300,9 @@ class HeartbeatListener:
                     else type(err).__name__
                 )
                 if not outage_logged:
-                    _LOGGER.warning(
+                    # INFO: the owner (the coordinator, the command line) reports
+                    # the outage to the user from ``last_error``.
+                    _LOGGER.info(
                         "Lost Celery heartbeats on %s (%s); retrying with backoff",
                         self.name,
                         self._last_error,
