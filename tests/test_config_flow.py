@@ -35,7 +35,6 @@ from tests.harness import (
     TIMESYNC_IMAGE,
     ChronyCommandServer,
     Containers,
-    HarnessError,
     NtpServer,
     RedisServer,
     StartRedis,
@@ -48,18 +47,6 @@ PASSWORD = "correct-horse-battery"
 def _fields(**values: str) -> dict[str, str]:
     """Return every connection field, empty unless given (defaults cleared)."""
     return {key: values.get(key, "") for key in CONNECTION_FIELDS}
-
-
-async def _chronyd_answers(docker: Containers, container: str) -> None:
-    """Wait until chronyd in a just-started container answers chronyc."""
-    async with asyncio.timeout(15):
-        while True:
-            try:
-                docker.cli("exec", container, "chronyc", "-c", "tracking")
-            except HarnessError:
-                await asyncio.sleep(0.1)
-            else:
-                return
 
 
 async def _submit(hass: HomeAssistant, user_input: dict[str, str]) -> Any:
@@ -201,7 +188,6 @@ async def test_user_flow_docker_errors(
     """Test each Docker failure against the real daemon, then the fix."""
     busybox = docker.run_container(BUSYBOX_IMAGE)
     timesync = docker.run_container(TIMESYNC_IMAGE)
-    await _chronyd_answers(docker, timesync)
     good = _fields(docker_url=docker.url, containers=busybox, chrony_container=timesync)
     bad = dict(good)
     match failure:

@@ -176,13 +176,7 @@ async def test_docker_containers(docker: Containers) -> None:
 async def test_docker_timesync_container(docker: Containers) -> None:
     """Test that chronyc answers in the timesync container and makestep fails."""
     name = docker.run_container(TIMESYNC_IMAGE)
-    async with asyncio.timeout(10):
-        while "506" in (
-            tracking := docker.cli(
-                "exec", name, "chronyc", "-c", "tracking", check=False
-            )
-        ):
-            await asyncio.sleep(0.05)
+    tracking = docker.cli("exec", name, "chronyc", "-c", "tracking")
     assert len(tracking.strip().split(",")) == 14, tracking
     makestep = docker.cli("exec", name, "chronyc", "makestep", check=False)
     assert makestep.strip() == "500 Failure"

@@ -986,7 +986,26 @@ class DockerDaemon(ServerProcess):
         if command is not None:
             argv += list(command)
         self.cli(*argv)
+        if image.split(":", maxsplit=1)[0] == TIMESYNC_IMAGE and command is None:
+            self._wait_for_chronyd(name)
         return name
+
+    def _wait_for_chronyd(self, name: str) -> None:
+        """Wait until the timesync container's chronyd answers chronyc.
+
+        chronyd opens its command socket a moment after the container starts; until
+        then chronyc answers "506 Cannot talk to daemon".
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.cli("exec", name, "chronyc", "-c", "tracking", timeout=10)
+            except HarnessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            else:
+                return
 
     def stop_container(self, name: str) -> None:
         """Stop a container at once: sleep as pid 1 ignores SIGTERM, so SIGKILL."""
