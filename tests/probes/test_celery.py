@@ -27,6 +27,7 @@ from custom_components.clock_drift.probes.celery import (
 )
 from custom_components.clock_drift.probes.model import ClockKind
 from tests.harness import RedisServer, StartCeleryWorker, StartRedis
+from tests.harness.servers import free_port
 
 CHANNEL = "/0.celeryev/worker.heartbeat"
 
@@ -290,6 +291,46 @@ async def test_wrong_password_is_reported_without_it(
         await listener.stop()
     good = await listen(server.url)
     assert good.connected
+
+
+async def test_auth_failed_only_when_credentials_are_refused(
+    start_redis: StartRedis,
+) -> None:
+    """auth_failed: set by a refused password or channel, not by an outage; cleared."""
+    server = start_redis(password="right-horse")
+    admin = aioredis.Redis.from_url(server.url)
+    await admin.execute_command(
+        "ACL", "SETUSER", "no-events", "on", ">no-events-pw", "resetchannels", "+@all"
+    )
+    base = f"127.0.0.1:{server.port}/0"
+    listeners = {
+        "wrong": HeartbeatListener(f"redis://:wrong-battery@{base}"),
+        "none": HeartbeatListener(f"redis://{base}"),
+        "no_channels": HeartbeatListener(f"redis://no-events:no-events-pw@{base}"),
+        "closed": HeartbeatListener(f"redis://127.0.0.1:{free_port()}/0"),
+        "next": HeartbeatListener(f"redis://:next-horse@{base}"),
+    }
+    try:
+        for listener in listeners.values():
+            assert not listener.auth_failed
+            await listener.start()
+        for listener in listeners.values():
+            await wait_for(lambda listener=listener: listener.last_error)
+        assert {key for key, item in listeners.items() if item.auth_failed} == {
+            "wrong",
+            "none",
+            "no_channels",
+            "next",
+        }
+        # The server takes the listener's password: it subscribes and clears the flag.
+        await admin.config_set("requirepass", "next-horse")
+        server.password = "next-horse"
+        await wait_for(lambda: listeners["next"].connected, timeout=15)
+        assert not listeners["next"].auth_failed
+    finally:
+        await admin.aclose()
+        for listener in listeners.values():
+            await listener.stop()
 
 
 async def test_other_database_and_worker_limit(

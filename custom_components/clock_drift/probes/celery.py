@@ -248,6 +248,7 @@ class HeartbeatListener:
         self._workers: dict[str, _Worker] = {}
         self._connected = False
         self._last_error: str | None = None
+        self._auth_failed = False
         self._task: asyncio.Task[None] | None = None
         self._secrets = [
             secret
@@ -285,6 +286,7 @@ class HeartbeatListener:
             try:
                 await pubsub.psubscribe(self._pattern)
                 self._connected, self._last_error = True, None
+                self._auth_failed = False
                 delay = BACKOFF_FIRST
                 if outage_logged:
                     _LOGGER.info(
@@ -294,6 +296,14 @@ class HeartbeatListener:
                 await self._listen(pubsub)
             except (redis.exceptions.RedisError, OSError) as err:
                 self._connected = False
+                # redis-py maps NOAUTH and WRONGPASS replies to AuthenticationError.
+                self._auth_failed = isinstance(
+                    err,
+                    (
+                        redis.exceptions.AuthenticationError,
+                        redis.exceptions.NoPermissionError,
+                    ),
+                )
                 self._last_error = self._scrub(
                     f"{type(err).__name__}: {err}"[:300]
                     if str(err)
@@ -392,6 +402,11 @@ class HeartbeatListener:
     def last_error(self) -> str | None:
         """Return why the last connection attempt failed, None when connected."""
         return self._last_error
+
+    @property
+    def auth_failed(self) -> bool:
+        """Return whether the broker refused our credentials at the last attempt."""
+        return self._auth_failed
 
     def workers(self) -> dict[str, WorkerState]:
         """Return the state of every worker heard from, by hostname."""
