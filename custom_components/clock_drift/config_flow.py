@@ -1,9 +1,9 @@
-"""Config flow for Clock Drift Monitor: user, reconfigure and options steps."""
+"""Config flow for Clock Drift Monitor: user, reconfigure, reauth and options steps."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, override
 from urllib.parse import SplitResult, urlsplit
 
@@ -57,9 +57,11 @@ from .probes import (
 from .probes.chrony import ChronyClient
 from .probes.docker import DockerClocks
 from .probes.ntp import query_ntp_servers
-from .probes.redis import RedisClock
+from .probes.redis import RedisClock, redis_name
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
+CREDENTIAL_FIELDS = (CONF_REDIS_URL, CONF_CELERY_BROKER_URL)
+"""The fields whose URLs carry a password, asked again by reauth."""
 DOCKER_SCHEMES = frozenset({"unix", "tcp", "http", "https"})
 
 _TEXT = TextSelector(TextSelectorConfig(autocomplete="off"))
@@ -203,6 +205,47 @@ async def _check_redis(url: str) -> str | None:
     return None
 
 
+def _server(url: str) -> str:
+    """Return ``host:port/db`` of a Redis URL (never its credentials), else ''."""
+    try:
+        return redis_name(url)
+    except ValueError:
+        return ""
+
+
+def reauth_urls(
+    saved: Mapping[str, str], user_input: Mapping[str, Any]
+) -> dict[str, str]:
+    """Return the credential URLs a reauth form asks for; empty keeps the saved one."""
+    return {
+        key: str(user_input.get(key) or "").strip() or saved[key]
+        for key in CREDENTIAL_FIELDS
+        if saved.get(key)
+    }
+
+
+async def validate_credentials(
+    saved: Mapping[str, str], urls: Mapping[str, str]
+) -> dict[str, str]:
+    """Test the credential URLs; return the errors by field.
+
+    A URL naming another server than the saved one is refused: reauth must not
+    move the site (reconfigure does).
+    """
+    errors: dict[str, str] = {}
+    checks: dict[str, Awaitable[str | None]] = {}
+    for key, url in urls.items():
+        if _valid_url(url, REDIS_SCHEMES) and _server(url) != _server(saved[key]):
+            errors[key] = "different_server"
+        else:
+            checks[key] = _check_redis(url)
+    results = await asyncio.gather(*checks.values())
+    errors.update(
+        {key: error for key, error in zip(checks, results, strict=True) if error}
+    )
+    return errors
+
+
 async def _check_docker(data: Mapping[str, str]) -> dict[str, str]:
     """Return the errors of the Docker fields (endpoint, containers, chrony's)."""
     if not _valid_url(data[CONF_DOCKER_URL], DOCKER_SCHEMES):
@@ -315,10 +358,10 @@ class ClockDriftConfigFlow(ConfigFlow, domain=DOMAIN):
         """Return the options flow."""
         return ClockDriftOptionsFlow()
 
-    async def _async_validate(self, data: dict[str, str]) -> dict[str, str]:
-        """Validate, mapping any unexpected failure to ``base: unknown``."""
+    async def _async_validate(self, check: Awaitable[dict[str, str]]) -> dict[str, str]:
+        """Run a validation, mapping any unexpected failure to ``base: unknown``."""
         try:
-            return await validate_input(data)
+            return await check
         except Exception:  # noqa: BLE001
             LOGGER.exception("Unexpected exception while testing the clocks")
             return {"base": "unknown"}
@@ -338,7 +381,7 @@ class ClockDriftConfigFlow(ConfigFlow, domain=DOMAIN):
             suggested = data
             await self.async_set_unique_id(site_unique_id(data))
             self._abort_if_unique_id_configured()
-            if not (errors := await self._async_validate(data)):
+            if not (errors := await self._async_validate(validate_input(data))):
                 return self.async_create_entry(
                     title=site_title(data),
                     data=data,
@@ -366,7 +409,7 @@ class ClockDriftConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             data = normalize(user_input)
             suggested = data
-            if not (errors := await self._async_validate(data)):
+            if not (errors := await self._async_validate(validate_input(data))):
                 # The site keeps its identity (and its entities' unique ids).
                 return self.async_update_reload_and_abort(entry, data=data)
         return self.async_show_form(
@@ -375,6 +418,41 @@ class ClockDriftConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONNECTION_SCHEMA, suggested
             ),
             errors=errors,
+        )
+
+    async def async_step_reauth(
+        self, entry_data: Mapping[str, Any]
+    ) -> ConfigFlowResult:
+        """Ask again for the URLs after a server refused their password."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Test the new URLs on the same servers, then save them and reload."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            urls = reauth_urls(entry.data, user_input)
+            if not (
+                errors := await self._async_validate(
+                    validate_credentials(entry.data, urls)
+                )
+            ):
+                return self.async_update_reload_and_abort(entry, data_updates=urls)
+        fields = [key for key in CREDENTIAL_FIELDS if entry.data.get(key)]
+        # The fields start empty: a saved URL holds the old password, never shown.
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=probatio.Schema(
+                {probatio.Optional(key): _TEXT for key in fields}
+            ),
+            errors=errors,
+            description_placeholders={
+                "servers": ", ".join(
+                    dict.fromkeys(_server(entry.data[key]) for key in fields)
+                )
+            },
         )
 
 

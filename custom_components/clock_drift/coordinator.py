@@ -34,7 +34,7 @@ from .const import (
     LOGGER,
     OUT_OF_SYNC_CYCLES,
 )
-from .probes import ClockKind, ProbeError, Reading
+from .probes import ClockKind, ProbeAuthError, ProbeError, Reading
 from .probes.celery import HeartbeatListener, WorkerState
 from .probes.chrony import ChronyClient, ChronyTracking
 from .probes.docker import DockerClocks
@@ -156,6 +156,8 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
         self._unavailable: set[str] = set()
         self._out_of_sync_cycles = 0
         self._utcoffset_issues: set[str] = set()
+        self._redis_refused = False
+        self._reauth_asked: set[str] = set()
 
     @property
     def site_key(self) -> str:
@@ -203,6 +205,7 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
             errors[SOURCE_CELERY] = listener_error
 
         self._log_availability(errors)
+        self._ask_reauth(errors)
         configured = self._configured_sources()
         if configured and set(configured) <= set(errors):
             raise UpdateFailed(
@@ -263,11 +266,13 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
 
     async def _redis(self) -> Reading | None:
         """Read the Redis server's clock, or why it could not be read."""
+        self._redis_refused = False
         if (redis := self.clients.redis) is None:
             return None
         try:
             return await redis.read()
         except ProbeError as err:
+            self._redis_refused = isinstance(err, ProbeAuthError)
             return Reading.failed(ClockKind.REDIS, redis.name, str(err))
 
     async def _docker(self) -> tuple[Reading | None, list[Reading]]:
@@ -358,6 +363,25 @@ class ClockDriftCoordinator(DataUpdateCoordinator[ClockDriftData]):
         if back := sorted(self._unavailable - errors.keys()):
             LOGGER.info("Clocks available again: %s", ", ".join(back))
         self._unavailable = set(errors)
+
+    def _ask_reauth(self, errors: Mapping[str, str]) -> None:
+        """Start a reauth flow when a source refuses our credentials, once per outage.
+
+        Only the refusing source goes unavailable; the others keep being read.
+        """
+        refused: set[str] = set()
+        if self._redis_refused:
+            refused.add(SOURCE_REDIS)
+        if (
+            self.listener is not None
+            and SOURCE_CELERY in errors
+            and self.listener.auth_failed
+        ):
+            refused.add(SOURCE_CELERY)
+        if refused - self._reauth_asked:
+            self.config_entry.async_start_reauth(self.hass)
+        # Asked until the source is read again (a refusal may hide behind an outage).
+        self._reauth_asked = (self._reauth_asked | refused) & errors.keys()
 
     def _update_issues(self, report: Report, workers: dict[str, WorkerState]) -> None:
         """Raise or clear the repair issues this cycle calls for."""
