@@ -1647,6 +1647,13 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
         *cycles.get("gnudate_only", {}).values(),
     ]
     stall = max((entry.get("loop_stall_largest", 0.0) for entry in entries), default=0)
+    worst_lag = "no cycle"
+    for series, label in (("gnudate_only", "GNU date"), ("mix", "mixed")):
+        for count, entry in cycles.get(series, {}).items():
+            if entry.get("loop_lag_largest") == max(
+                (e.get("loop_lag_largest", 0.0) for e in entries), default=None
+            ):
+                worst_lag = f"{count} {label} containers"
     notes = {
         "cycle_10_median": (
             "BusyBox containers set the pace: BusyBox `date` prints whole seconds, so "
@@ -1699,16 +1706,16 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             "exchanges, and the BusyBox changes above."
         ),
         "loop_lag": (
-            "Most of it is the loop thread waiting for a core, not code holding the "
-            "loop: during any one tick the loop thread itself used at most "
-            f"{ms(stall):.1f} ms of CPU (the longest any code held the loop). On 2 "
-            "cores the cycle competes with dockerd "
-            f"(up to {fig['host_dockerd'] + fig['gnu_dockerd']:.0f} ms of CPU per "
-            "cycle), the containers' shells, Redis, chronyd and the other test "
-            "runs on this machine (idle, the same ticker overshot by "
+            f"The largest lag came with {worst_lag}. Most of it is the loop thread "
+            "waiting for a core, not code holding the loop: during any one tick the "
+            f"loop thread itself used at most {ms(stall):.1f} ms of CPU (the "
+            "longest any code held the loop). On 2 cores the cycle competes with "
+            "the work it hands to dockerd (dockerd CPU per cycle in the table), the "
+            "containers' shells, Redis and chronyd, and with whatever else runs on "
+            "the machine (idle, the same ticker overshot by "
             f"{ms(cycles.get('idle_loop_lag', math.nan)):.1f} ms). What would close "
-            "it: less daemon work per cycle (one `/info`, fewer exchanges), and "
-            "measuring on an otherwise idle machine."
+            "it: less daemon work per cycle (one `/info`, fewer exchanges, a "
+            "BusyBox read in one exchange)."
         ),
     }
     scale = results.get("scale", {})
