@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import contextlib
 from dataclasses import dataclass, field
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -656,6 +657,8 @@ async def section_cycles(site: Site, quick: bool) -> dict[str, Any]:
             results["breakdown"] = await breakdown(
                 site, factory.listener, 5 if quick else 10
             )
+            LOGGER.info("cycles: the Docker probe's knobs")
+            results["what_if"] = await what_if(site, 5 if quick else 10)
             for count, mix in results["mix"].items():
                 entry = results["gnudate_only"][count]
                 if "usual" not in mix:
@@ -732,6 +735,74 @@ async def breakdown(site: Site, listener: Any, reps: int) -> dict[str, Any]:
     finally:
         await gather.close()
         await busybox.close()
+    return figures
+
+
+async def _read_keeping(docker: Any, uncertainties: list[float]) -> list[Any]:
+    """Read the containers once, keeping their uncertainties."""
+    readings: list[Any] = await docker.read_containers()
+    uncertainties.extend(r.uncertainty for r in readings if r.uncertainty is not None)
+    return readings
+
+
+async def what_if(site: Site, reps: int) -> dict[str, Any]:
+    """Time the Docker probe with the knobs it already has, set otherwise."""
+    import aiodocker  # noqa: PLC0415
+
+    from custom_components.clock_drift.probes.docker import (  # noqa: PLC0415
+        DockerClocks,
+    )
+
+    variants: list[tuple[str, list[str], dict[str, int]]] = [
+        ("10 GNU date, exchanges=5 (default)", site.gnudate[:10], {}),
+        ("10 GNU date, exchanges=3", site.gnudate[:10], {"exchanges": 3}),
+        ("10 GNU date, exchanges=1", site.gnudate[:10], {"exchanges": 1}),
+    ]
+    if len(site.gnudate) >= 50:
+        variants += [
+            ("50 GNU date, concurrency=8 (default)", site.gnudate[:50], {}),
+            ("50 GNU date, concurrency=50", site.gnudate[:50], {"concurrency": 50}),
+            (
+                "50 GNU date, concurrency=50, exchanges=3",
+                site.gnudate[:50],
+                {"concurrency": 50, "exchanges": 3},
+            ),
+        ]
+    figures: dict[str, Any] = {}
+    for name, names, knobs in variants:
+        docker = DockerClocks(
+            site.docker.url,
+            containers=names,
+            concurrency=knobs.get("concurrency", 8),
+            exchanges=knobs.get("exchanges", 5),
+        )
+        try:
+            await docker.read_containers()
+            uncertainties: list[float] = []
+            result = await run_pass(
+                functools.partial(_read_keeping, docker, uncertainties),
+                reps,
+                short_gap,
+            )
+        finally:
+            await docker.close()
+        figures[name] = {
+            "wall_median": median(result.wall),
+            "cpu_mean": statistics.fmean(result.cpu),
+            "uncertainty_median": median(uncertainties),
+            "uncertainty_max": max(uncertainties, default=math.nan),
+            "failed": result.failed,
+        }
+    client = aiodocker.Docker(url=site.docker.url)
+    try:
+        walls = []
+        for _ in range(reps):
+            began = time.perf_counter()
+            await client.system.info()
+            walls.append(time.perf_counter() - began)
+    finally:
+        await client.close()
+    figures["one /info call (aiodocker)"] = {"wall_median": median(walls)}
     return figures
 
 
@@ -1642,6 +1713,25 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
         "usual10": ms(_cycle(results, "mix", "10", "usual", "wall_median")),
     }
     cycles = results.get("cycles", {})
+    what = cycles.get("what_if", {})
+    five = what.get("10 GNU date, exchanges=5 (default)", {})
+    three = what.get("10 GNU date, exchanges=3", {})
+    wide = what.get("50 GNU date, concurrency=50, exchanges=3", {})
+    narrow = what.get("50 GNU date, concurrency=8 (default)", {})
+    knob3 = (
+        f" (measured below: {ms(five['wall_median']):.0f} -> "
+        f"{ms(three['wall_median']):.0f} ms and {ms(five['cpu_mean']):.1f} -> "
+        f"{ms(three['cpu_mean']):.1f} ms of CPU for 10 containers, largest "
+        f"uncertainty {ms(three['uncertainty_max']):.1f} ms against the 5 ms bound)"
+        if five and three
+        else ""
+    )
+    knob50 = (
+        f" (measured below: 50 containers {ms(narrow['wall_median']):.0f} -> "
+        f"{ms(wide['wall_median']):.0f} ms with concurrency 50 and 3 exchanges)"
+        if wide and narrow
+        else ""
+    )
     entries = [
         *cycles.get("mix", {}).values(),
         *cycles.get("gnudate_only", {}).values(),
@@ -1676,9 +1766,16 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             "`time.tv_usec` without privileges (checked here), instead of the edge "
             "search, or bracket the edge outside the cycle and report the last "
             "bracket; release the concurrency slot while sleeping to an edge; read "
-            "the daemon's clock with one `/info`, or every few cycles, or only for "
+            "the daemon's clock with one `/info`"
+            + (
+                f" ({ms(what['one /info call (aiodocker)']['wall_median']):.0f} ms "
+                "measured below)"
+                if "one /info call (aiodocker)" in what
+                else ""
+            )
+            + ", or every few cycles, or only for "
             "`tcp://` endpoints (a daemon on a local socket usually shares Home "
-            "Assistant's kernel clock); 3 exchanges per container instead of 5."
+            f"Assistant's kernel clock); 3 exchanges per container instead of 5{knob3}."
         ),
         "cycle_10_ratio": (
             f"It follows from the cycle time: the usual way takes "
@@ -1692,8 +1789,8 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             f"aiodocker), the daemon's clock {fig['host_cpu']:.1f} ms (three `/info` "
             f"JSON documents), and {bb} {fig['bb_cpu']:.1f} ms (edge searches); NTP, "
             "Redis, chronyc and the coordinator's own work make up the rest. What "
-            "would close it: 3 exchanges per container instead of 5, one `/info` per "
-            "cycle, and BusyBox read through `adjtimex` in one exchange."
+            f"would close it: 3 exchanges per container instead of 5{knob3}, one "
+            "`/info` per cycle, and BusyBox read through `adjtimex` in one exchange."
         ),
         "cycle_50_scaling": (
             "In the mix, 25 BusyBox containers go 8 at a time, each holding its slot "
@@ -1703,7 +1800,7 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             "exchanges each, 8 containers at a time, 7 rounds. What would close it: "
             "a concurrency bound near the number of containers once their exec "
             "streams are open (each costs a round trip, not a process), fewer "
-            "exchanges, and the BusyBox changes above."
+            f"exchanges{knob50}, and the BusyBox changes above."
         ),
         "loop_lag": (
             f"The largest lag came with {worst_lag}. Most of it is the loop thread "
@@ -1936,6 +2033,23 @@ def render_cycles(results: dict[str, Any], targets: list[dict[str, Any]]) -> lis
                 f"{_num(part['dockerd_cpu_mean'])} | "
                 f"{_num(part['loop_lag_largest'], 2)} |"
                 for name, part in parts.items()
+            ),
+            "",
+        ]
+    if what := cycles.get("what_if"):
+        lines += [
+            "The Docker probe's own knobs, set otherwise (the same containers, "
+            "containers read alone): what fewer exchanges or a wider concurrency "
+            "bound would buy, and what they cost in uncertainty.",
+            "",
+            "| Docker probe | Median (ms) | CPU (ms) | Uncertainty median / max (ms) |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {name} | {_num(part['wall_median'])} | "
+                f"{_num(part.get('cpu_mean'), 2)} | "
+                f"{_num(part.get('uncertainty_median'), 3)} / "
+                f"{_num(part.get('uncertainty_max'), 3)} |"
+                for name, part in what.items()
             ),
             "",
         ]
