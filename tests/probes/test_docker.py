@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 import re
+import secrets
 import socket
 import struct
 import tarfile
@@ -28,6 +29,7 @@ from custom_components.clock_drift.probes.docker import (
     _Answer,
     coarse_tick,
     edge_interval,
+    parse_adjtimex,
     parse_answer,
     parse_rfc3339,
 )
@@ -43,6 +45,8 @@ from tests.harness import BUSYBOX_IMAGE, GNUDATE_IMAGE, Containers, DockerDaemon
 from tests.harness.servers import find_binary
 
 NOSHELL_IMAGE = "clock-drift-test/noshell"
+NO_ADJTIMEX = b"sh: adjtimex: not found\n=\n"
+"""What a BusyBox shell without the applet answers to the stream's ``t`` line."""
 
 
 def by_name(readings: list[Reading]) -> dict[str, Reading]:
@@ -128,11 +132,56 @@ async def test_gnu_date_container_at_plus_42(
         assert abs((reading.taken_at or 0) - time.time()) < 1
 
 
-async def test_busybox_second_edge(
+async def test_busybox_adjtimex(
     docker: Containers, make_clocks: Callable[..., DockerClocks]
 ) -> None:
-    """BusyBox prints a literal %N: the second's edge is bracketed, then tracked."""
+    """BusyBox prints a literal %N: its adjtimex applet reads the clock in µs."""
     name = docker.run_container(BUSYBOX_IMAGE)
+    clocks = make_clocks(containers=[name])
+    durations = []
+    for _ in range(3):
+        began = time.monotonic()
+        (reading,) = await clocks.read_containers()
+        durations.append(time.monotonic() - began)
+        reading = container_reading(reading)
+        assert reading.ok, reading.error
+        assert reading.method is ContainerMethod.ADJTIMEX
+        assert reading.offset is not None
+        assert reading.uncertainty is not None
+        # Containers share this kernel's clock: the true offset is 0.
+        assert abs(reading.offset) <= reading.uncertainty <= 0.005
+    # No wait for a second's edge: each cycle is a few round trips.
+    assert max(durations[1:]) < 0.2
+
+
+async def test_busybox_without_adjtimex_second_edge(
+    docker: Containers, make_clocks: Callable[..., DockerClocks], tmp_path: Path
+) -> None:
+    """Where adjtimex fails, the second's edge is bracketed, then tracked.
+
+    Debian's BusyBox runs its applets without their links, so a seccomp profile
+    that refuses the ``adjtimex`` system call stands in for a build without it.
+    """
+    profile = tmp_path / "no-adjtimex.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {
+                        "names": ["adjtimex", "clock_adjtime"],
+                        "action": "SCMP_ACT_ERRNO",
+                    }
+                ],
+            }
+        )
+    )
+    name = f"cd-test-{secrets.token_hex(4)}"
+    docker.cli(
+        "run", "--detach", "--network", "none", "--name", name,
+        "--security-opt", f"seccomp={profile}", BUSYBOX_IMAGE,
+    )  # fmt: skip
+    docker.names.append(name)
     clocks = make_clocks(containers=[name])
     durations = []
     for _ in range(3):
@@ -144,7 +193,6 @@ async def test_busybox_second_edge(
         assert reading.method is ContainerMethod.SECOND_EDGE
         assert reading.offset is not None
         assert reading.uncertainty is not None
-        # Containers share this kernel's clock: the true offset is 0.
         assert abs(reading.offset) <= reading.uncertainty <= 0.05
     # Later cycles only search around the predicted edge: at most a second each.
     assert max(durations[1:]) < 1.2
@@ -413,6 +461,25 @@ def test_parse_answer() -> None:
         parse_answer(b"  ")
     with pytest.raises(ProbeResponseError, match="printed"):
         parse_answer(b"\xff\x00")
+
+
+ADJTIMEX_OUTPUT = b"""    mode:         0
+-o  offset:       0 us
+    status:       %d (UNSYNC)
+-t  tick:         10000 us
+    time.tv_sec:  1796403858
+    time.tv_usec: %d
+    return value: 5 (clock not synchronized)"""
+
+
+def test_parse_adjtimex() -> None:
+    """Microseconds, nanoseconds under STA_NANO, nothing, or out of range."""
+    assert parse_adjtimex(ADJTIMEX_OUTPUT % (64, 42)) == (1796403858, "000042")
+    assert parse_adjtimex(ADJTIMEX_OUTPUT % (0x2040, 42)) == (1796403858, "000000042")
+    assert parse_adjtimex(b"sh: adjtimex: not found") is None
+    assert parse_adjtimex(b"adjtimex: adjtimex: Operation not permitted") is None
+    with pytest.raises(ProbeResponseError, match="out of range"):
+        parse_adjtimex(ADJTIMEX_OUTPUT % (64, 1_000_000))
 
 
 def test_parse_rfc3339() -> None:
@@ -733,9 +800,12 @@ async def test_stream_breaks_then_container_stops(
 @pytest.mark.parametrize(
     ("answers", "message"),
     [
-        ([b"100.%N\n"] * 400, "did not advance in 1.2 s"),
-        ([b"100.%N\n", b"102.%N\n"], "inconsistent (it stepped during the search)"),
-        ([b"100.%N\n", b"100.5\n"], "changed its format"),
+        ([b"100.%N\n", NO_ADJTIMEX, *[b"100.%N\n"] * 400], "did not advance in 1.2 s"),
+        (
+            [b"100.%N\n", NO_ADJTIMEX, b"100.%N\n", b"102.%N\n"],
+            "inconsistent (it stepped during the search)",
+        ),
+        ([b"100.%N\n", NO_ADJTIMEX, b"100.%N\n", b"100.5\n"], "changed its format"),
     ],
 )
 async def test_whole_second_clock_misbehaving(
@@ -754,7 +824,19 @@ async def test_whole_second_clock_that_stepped_between_cycles(
 ) -> None:
     """When the edge is not where the last cycle predicts, a full search follows."""
     api, clocks = bad_docker
-    api.streams = [([], [b"100.%N\n", b"101.%N\n", *[b"101.%N\n"] * 40, b"102.%N\n"])]
+    api.streams = [
+        (
+            [],
+            [
+                b"100.%N\n",
+                NO_ADJTIMEX,
+                b"100.%N\n",
+                b"101.%N\n",
+                *[b"101.%N\n"] * 40,
+                b"102.%N\n",
+            ],
+        )
+    ]
     first = await read_one(clocks)
     assert first.ok, first.error
     second = await read_one(clocks)
@@ -771,7 +853,7 @@ async def test_whole_second_clock_through_a_slow_stream(
     """A stream too slow to bracket the edge within 50 ms is an error, not a guess."""
     api, clocks = bad_docker
     api.answer_delay = 0.06
-    api.streams = [([], [b"100.%N\n", b"101.%N\n"])]
+    api.streams = [([], [b"100.%N\n", NO_ADJTIMEX, b"100.%N\n", b"101.%N\n"])]
     reading = await read_one(clocks)
     assert reading.error is not None
     assert "exec stream is too slow" in reading.error
@@ -788,3 +870,40 @@ async def test_exec_waits_for_exit_code(
     api.status["/exec/e1/start"] = (500, {"message": "exec start failed"})
     with pytest.raises(ProbeResponseError, match="exec start failed"):
         await clocks.exec("one", ["true"])
+
+
+async def test_adjtimex_misbehaving(
+    bad_docker: tuple[BadDocker, DockerClocks],
+) -> None:
+    """An adjtimex that floods, or stops answering later, fails that reading."""
+    api, clocks = bad_docker
+    good = (ADJTIMEX_OUTPUT % (64, 5)) + b"\n=\n"
+    api.streams = [([], [b"100.%N\n", b"x\n" * 50 + b"=\n"])]
+    reading = await read_one(clocks)
+    assert reading.error is not None
+    assert "too many lines" in reading.error
+    api.streams = [([], [b"100.%N\n", good, NO_ADJTIMEX])]
+    reading = await read_one(clocks)
+    assert reading.error is not None
+    assert "adjtimex stopped answering" in reading.error
+    api.streams = [([], [b"100.%N\n", *[good] * 5, NO_ADJTIMEX])]
+    first = container_reading(await read_one(clocks))
+    assert first.ok, first.error
+    assert first.method is ContainerMethod.ADJTIMEX
+    assert first.offset is not None
+    assert abs(first.offset - (1796403858 - time.time())) < 60
+    reading = await read_one(clocks)
+    assert reading.error is not None
+    assert "adjtimex stopped answering" in reading.error
+
+
+async def test_nanosecond_date_losing_its_fraction_later(
+    bad_docker: tuple[BadDocker, DockerClocks],
+) -> None:
+    """A date that printed nanoseconds and then a literal %N is an error."""
+    api, clocks = bad_docker
+    api.streams = [([], [*[b"100.5\n"] * 5, b"100.%N\n"])]
+    assert (await read_one(clocks)).ok
+    reading = await read_one(clocks)
+    assert reading.error is not None
+    assert "changed its format" in reading.error

@@ -37,8 +37,23 @@ from .model import (
 
 _LOGGER = logging.getLogger(__name__)
 
-CLOCK_COMMAND: Final = ("sh", "-c", "while read _; do date +%s.%N; done")
-"""One clock read per line written: the exec stream every container reading uses."""
+CLOCK_COMMAND: Final = (
+    "sh",
+    "-c",
+    "while read c; do case $c in t) adjtimex 2>&1; echo =;; "
+    "*) date +%s.%N;; esac; done",
+)
+"""One clock read per line written: the exec stream every container reading uses.
+
+An empty line runs ``date +%s.%N``; a ``t`` runs BusyBox's ``adjtimex`` applet
+(the kernel's clock to the microsecond, no privileges needed), its output ended
+by a ``=`` line. The probe sends ``t`` only where ``date`` prints a literal
+``%N``: a GNU ``date`` may be skewed by libfaketime, which ``adjtimex`` bypasses.
+"""
+ADJTIMEX_MAX_LINES: Final = 40
+"""Most lines accepted from one ``adjtimex`` run (BusyBox prints 13)."""
+STA_NANO: Final = 0x2000
+"""``adjtimex`` status bit: ``time.tv_usec`` holds nanoseconds."""
 EXCHANGES: Final = 5
 """Exchanges per cycle for a nanosecond ``date``; the shortest round trip wins."""
 MAX_LINE: Final = 256
@@ -66,6 +81,9 @@ NO_SHELL_MARKERS: Final = (
 STOPPED_MARKERS: Final = ("cannot exec in a", "is not running")
 
 _ANSWER: Final = re.compile(rb"(\d{1,12})\.(\d{1,9}|%N)")
+_ADJTIMEX_FIELD: Final = re.compile(
+    rb"^\s*(status|time\.tv_sec|time\.tv_usec):\s+(\d{1,12})\b", re.MULTILINE
+)
 _RFC3339: Final = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)"
 )
@@ -75,6 +93,7 @@ class ContainerMethod(StrEnum):
     """How a container's clock was read."""
 
     NANOSECONDS = "nanoseconds"  # date +%s.%N through the exec stream
+    ADJTIMEX = "adjtimex"  # BusyBox: its adjtimex applet prints the time in µs
     SECOND_EDGE = (
         "second_edge"  # whole-second date: the second's edge found by bracketing
     )
@@ -125,6 +144,28 @@ def parse_answer(line: bytes) -> tuple[int, str | None]:
         raise ProbeResponseError(f"the container's date printed {shown!r}")
     fraction = match.group(2).decode()
     return int(match.group(1)), None if fraction == "%N" else fraction
+
+
+def parse_adjtimex(output: bytes) -> tuple[int, str] | None:
+    """Return the seconds and fraction digits BusyBox ``adjtimex`` printed.
+
+    None when the output holds no time (no such applet, or the system call was
+    refused). The fraction has 6 digits, or 9 when the kernel's status says
+    ``STA_NANO`` (then ``time.tv_usec`` holds nanoseconds).
+    """
+    fields = {
+        key.decode(): int(value) for key, value in _ADJTIMEX_FIELD.findall(output)
+    }
+    seconds = fields.get("time.tv_sec")
+    sub = fields.get("time.tv_usec")
+    if seconds is None or sub is None:
+        return None
+    digits = 9 if fields.get("status", 0) & STA_NANO else 6
+    if sub >= 10**digits:
+        raise ProbeResponseError(
+            f"the container's adjtimex printed time.tv_usec {sub}, out of range"
+        )
+    return seconds, f"{sub:0{digits}d}"
 
 
 def parse_rfc3339(text: str) -> tuple[float, float]:
@@ -194,6 +235,8 @@ class _Session:
     buffer: bytearray = field(default_factory=bytearray)
     edge: tuple[float, float] | None = None
     """The last whole-second bracket: offset and uncertainty."""
+    method: ContainerMethod | None = None
+    """How this session reads the clock, decided by its first exchanges."""
 
     async def readline(self, timeout: float) -> bytes:
         """Return the next stdout line, bounded in length and time."""
@@ -223,17 +266,39 @@ class _Session:
         _raise_exec_failure(line)
         return line
 
-    async def exchange(self, timeout: float) -> _Answer:
-        """Write a line, read the answer, and time both on the local clock."""
+    async def _send(self, request: bytes) -> float:
+        """Write one request line; return the local time just before."""
         t0 = time.time()
         try:
-            await self.stream.write_in(b"\n")
+            await self.stream.write_in(request)
         except (OSError, RuntimeError, AssertionError) as err:
             raise _StreamBrokenError("the exec stream is closed") from err
+        return t0
+
+    async def exchange(self, timeout: float) -> _Answer:
+        """Write a line, read the answer, and time both on the local clock."""
+        t0 = await self._send(b"\n")
         line = await self.readline(timeout)
         t1 = time.time()
         seconds, fraction = parse_answer(line)
         return _Answer(t0, t1, seconds, fraction)
+
+    async def exchange_adjtimex(self, timeout: float) -> _Answer | None:
+        """Run ``adjtimex`` once; None when the container's BusyBox has none."""
+        t0 = await self._send(b"t\n")
+        lines = []
+        async with asyncio.timeout(timeout):
+            while (line := (await self.readline(timeout)).strip()) != b"=":
+                lines.append(line)
+                if len(lines) > ADJTIMEX_MAX_LINES:
+                    raise ProbeResponseError(
+                        "the container's adjtimex printed too many lines"
+                    )
+        t1 = time.time()
+        parsed = parse_adjtimex(b"\n".join(lines))
+        if parsed is None:
+            return None
+        return _Answer(t0, t1, parsed[0], parsed[1])
 
     async def close(self) -> None:
         """Close the stream; the shell reads end of file and exits."""
@@ -572,24 +637,62 @@ class DockerClocks:
     async def _measure_session(
         self, session: _Session
     ) -> tuple[ContainerMethod, float, float, float]:
-        """Exchange lines through a session and return the best offset."""
-        first = await session.exchange(self._timeout)
-        if first.fraction is not None:
-            answers = [
-                first,
-                *[
-                    await session.exchange(self._timeout)
-                    for _ in range(self._exchanges - 1)
-                ],
-            ]
-            if any(answer.fraction is None for answer in answers):
-                raise ProbeResponseError("the container's date changed its format")
-            samples = [_fraction_sample(answer) for answer in answers]
-            best = best_sample(samples)
-            uncertainty = best.round_trip / 2 + best.resolution
-            return ContainerMethod.NANOSECONDS, best.offset, uncertainty, best.midpoint
-        offset, uncertainty, taken_at = await self._find_edge(session, first)
-        return ContainerMethod.SECOND_EDGE, offset, uncertainty, taken_at
+        """Exchange lines through a session and return the best offset.
+
+        A session's first cycle decides how it reads: ``date`` with a fraction,
+        else BusyBox's ``adjtimex``, else the whole-second ``date``'s edge.
+        """
+        answers: list[_Answer] = []
+        if session.method in (None, ContainerMethod.NANOSECONDS):
+            first = await session.exchange(self._timeout)
+            if first.fraction is None:
+                if session.method is not None:
+                    raise ProbeResponseError("the container's date changed its format")
+                answers = await self._adjtimex_answers(session)
+                session.method = (
+                    ContainerMethod.ADJTIMEX if answers else ContainerMethod.SECOND_EDGE
+                )
+                if not answers:
+                    offset, uncertainty, taken_at = await self._find_edge(
+                        session, first
+                    )
+                    return ContainerMethod.SECOND_EDGE, offset, uncertainty, taken_at
+            else:
+                session.method = ContainerMethod.NANOSECONDS
+                answers = [first]
+                for _ in range(self._exchanges - 1):
+                    answer = await session.exchange(self._timeout)
+                    if answer.fraction is None:
+                        raise ProbeResponseError(
+                            "the container's date changed its format"
+                        )
+                    answers.append(answer)
+        elif session.method is ContainerMethod.ADJTIMEX:
+            answers = await self._adjtimex_answers(session)
+            if not answers:
+                raise ProbeResponseError("the container's adjtimex stopped answering")
+        else:
+            first = await session.exchange(self._timeout)
+            offset, uncertainty, taken_at = await self._find_edge(session, first)
+            return ContainerMethod.SECOND_EDGE, offset, uncertainty, taken_at
+        best = best_sample([_fraction_sample(answer) for answer in answers])
+        # The clock read lies within the round trip; at least 1 µs, its resolution.
+        uncertainty = max(best.round_trip / 2 + best.resolution, 1e-6)
+        return session.method, best.offset, uncertainty, best.midpoint
+
+    async def _adjtimex_answers(self, session: _Session) -> list[_Answer]:
+        """Read the clock through ``adjtimex``; empty when the applet is missing."""
+        answers: list[_Answer] = []
+        for _ in range(self._exchanges):
+            answer = await session.exchange_adjtimex(self._timeout)
+            if answer is None:
+                if answers:
+                    raise ProbeResponseError(
+                        "the container's adjtimex stopped answering"
+                    )
+                return []
+            answers.append(answer)
+        return answers
 
     async def _find_edge(
         self, session: _Session, first: _Answer
