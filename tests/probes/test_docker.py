@@ -23,10 +23,12 @@ from hypothesis import given, settings, strategies as st
 import pytest
 
 from custom_components.clock_drift.probes.docker import (
+    _SLOT,
     ContainerMethod,
     ContainerReading,
     DockerClocks,
     _Answer,
+    _sleep_without_slot,
     coarse_tick,
     edge_interval,
     parse_adjtimex,
@@ -907,3 +909,28 @@ async def test_nanosecond_date_losing_its_fraction_later(
     reading = await read_one(clocks)
     assert reading.error is not None
     assert "changed its format" in reading.error
+
+
+async def test_sleeping_to_an_edge_gives_the_slot_back() -> None:
+    """While one reading sleeps to a second's edge, another takes its slot."""
+    slot = asyncio.Semaphore(1)
+    order: list[str] = []
+
+    async def sleeper() -> None:
+        """Hold the slot, sleep to an edge, then finish holding it again."""
+        async with slot:
+            _SLOT.set(slot)
+            await _sleep_without_slot(0.05)
+            assert slot.locked()
+            order.append("sleeper")
+
+    async def other() -> None:
+        """Take the only slot while the sleeper sleeps."""
+        await asyncio.sleep(0.01)
+        async with slot:
+            order.append("other")
+
+    await asyncio.gather(sleeper(), other())
+    assert order == ["other", "sleeper"]
+    assert not slot.locked()
+    await _sleep_without_slot(0)
