@@ -24,6 +24,7 @@ import pytest
 
 from custom_components.clock_drift.probes.docker import (
     _SLOT,
+    EXCHANGES,
     ContainerMethod,
     ContainerReading,
     DockerClocks,
@@ -888,7 +889,7 @@ async def test_adjtimex_misbehaving(
     reading = await read_one(clocks)
     assert reading.error is not None
     assert "adjtimex stopped answering" in reading.error
-    api.streams = [([], [b"100.%N\n", *[good] * 5, NO_ADJTIMEX])]
+    api.streams = [([], [b"100.%N\n", *[good] * EXCHANGES, NO_ADJTIMEX])]
     first = container_reading(await read_one(clocks))
     assert first.ok, first.error
     assert first.method is ContainerMethod.ADJTIMEX
@@ -904,7 +905,7 @@ async def test_nanosecond_date_losing_its_fraction_later(
 ) -> None:
     """A date that printed nanoseconds and then a literal %N is an error."""
     api, clocks = bad_docker
-    api.streams = [([], [*[b"100.5\n"] * 5, b"100.%N\n"])]
+    api.streams = [([], [*[b"100.5\n"] * EXCHANGES, b"100.%N\n"])]
     assert (await read_one(clocks)).ok
     reading = await read_one(clocks)
     assert reading.error is not None

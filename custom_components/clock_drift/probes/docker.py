@@ -55,7 +55,7 @@ ADJTIMEX_MAX_LINES: Final = 40
 """Most lines accepted from one ``adjtimex`` run (BusyBox prints 13)."""
 STA_NANO: Final = 0x2000
 """``adjtimex`` status bit: ``time.tv_usec`` holds nanoseconds."""
-EXCHANGES: Final = 5
+EXCHANGES: Final = 3
 """Exchanges per cycle for a nanosecond ``date``; the shortest round trip wins."""
 MAX_LINE: Final = 256
 """Longest answer line accepted from a container, in bytes."""
