@@ -398,6 +398,8 @@ class CyclePass:
     failed: int = 0
     readings: int = 0
     errors: list[str] = field(default_factory=list)
+    methods: dict[str, int] = field(default_factory=dict)
+    """How the containers' clocks were read, over all cycles."""
 
     def summary(self) -> dict[str, Any]:
         """Return the pass's figures for the JSON file."""
@@ -413,6 +415,7 @@ class CyclePass:
             if self.child_cpu
             else math.nan,
             "readings_per_cycle": self.readings / max(len(self.wall), 1),
+            "container_methods": self.methods,
             "failed_readings": self.failed,
             "errors": sorted(set(self.errors))[:10],
             "wall": self.wall,
@@ -453,6 +456,8 @@ async def run_pass(
         result.child_cpu.append(children_cpu() - child0)
         result.readings += len(readings)
         for reading in readings:
+            if (method := getattr(reading, "method", None)) is not None:
+                result.methods[str(method)] = result.methods.get(str(method), 0) + 1
             if not getattr(reading, "ok", False):
                 result.failed += 1
                 result.errors.append(
@@ -697,8 +702,8 @@ async def breakdown(site: Site, listener: Any, reps: int) -> dict[str, Any]:
 
     parts: list[tuple[str, Callable[[], Awaitable[list[Any]]], Callable[[], float]]]
     parts = [
-        ("NTP query (4 exchanges)", lambda: query_ntp_servers([gather.ntp]), short_gap),
-        ("Redis TIME (3 exchanges)", lambda: as_list(gather.redis.read()), short_gap),
+        ("NTP query", lambda: query_ntp_servers([gather.ntp]), short_gap),
+        ("Redis TIME", lambda: as_list(gather.redis.read()), short_gap),
         ("chronyc -c tracking", lambda: as_list(gather.chrony.tracking()), short_gap),
         (
             "Docker daemon clock (/info)",
@@ -750,23 +755,36 @@ async def what_if(site: Site, reps: int) -> dict[str, Any]:
     """Time the Docker probe with the knobs it already has, set otherwise."""
     import aiodocker  # noqa: PLC0415
 
+    from custom_components.clock_drift.probes import (  # noqa: PLC0415
+        docker as docker_module,
+    )
     from custom_components.clock_drift.probes.docker import (  # noqa: PLC0415
         DockerClocks,
     )
 
+    default_exchanges = int(getattr(docker_module, "EXCHANGES", 3))
+    default_open = int(getattr(docker_module, "OPEN_CONCURRENCY", 8))
     variants: list[tuple[str, list[str], dict[str, int]]] = [
-        ("10 GNU date, exchanges=5 (default)", site.gnudate[:10], {}),
-        ("10 GNU date, exchanges=3", site.gnudate[:10], {"exchanges": 3}),
-        ("10 GNU date, exchanges=1", site.gnudate[:10], {"exchanges": 1}),
+        (
+            f"10 GNU date, exchanges={count}"
+            + (" (default)" if count == default_exchanges else ""),
+            site.gnudate[:10],
+            {"exchanges": count},
+        )
+        for count in sorted({1, default_exchanges, 5})
     ]
     if len(site.gnudate) >= 50:
         variants += [
-            ("50 GNU date, concurrency=8 (default)", site.gnudate[:50], {}),
-            ("50 GNU date, concurrency=50", site.gnudate[:50], {"concurrency": 50}),
             (
-                "50 GNU date, concurrency=50, exchanges=3",
+                f"50 GNU date, {default_open} open streams read at once (default)",
                 site.gnudate[:50],
-                {"concurrency": 50, "exchanges": 3},
+                {},
+            ),
+            ("50 GNU date, 50 at once", site.gnudate[:50], {"concurrency": 50}),
+            (
+                "50 GNU date, 50 at once, exchanges=1",
+                site.gnudate[:50],
+                {"concurrency": 50, "exchanges": 1},
             ),
         ]
     figures: dict[str, Any] = {}
@@ -775,7 +793,7 @@ async def what_if(site: Site, reps: int) -> dict[str, Any]:
             site.docker.url,
             containers=names,
             concurrency=knobs.get("concurrency", 8),
-            exchanges=knobs.get("exchanges", 5),
+            exchanges=knobs.get("exchanges", default_exchanges),
         )
         try:
             await docker.read_containers()
@@ -1677,13 +1695,6 @@ def judge_accuracy(all_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return targets
 
 
-def _part(results: dict[str, Any], name: str, field: str) -> float:
-    """Return a figure of the per-probe breakdown, NaN when it was not measured."""
-    parts = results.get("cycles", {}).get("breakdown", {})
-    value: float = parts.get(name, {}).get(field, math.nan)
-    return value
-
-
 def _cycle(results: dict[str, Any], series: str, count: str, *keys: str) -> float:
     """Return a cycle figure, NaN when it was not measured."""
     value: Any = results.get("cycles", {}).get(series, {}).get(count, {})
@@ -1692,116 +1703,121 @@ def _cycle(results: dict[str, Any], series: str, count: str, *keys: str) -> floa
     return value if isinstance(value, float) else math.nan
 
 
-def miss_note(key: str, results: dict[str, Any]) -> str | None:
-    """Return why a target was missed and what would close it."""
-    bb = "5 BusyBox containers"
-    gnu = "10 GNU date containers"
-    host = "Docker daemon clock (/info)"
-    fig = {
-        "bb": ms(_part(results, bb, "wall_median")),
-        "bb_cpu": ms(_part(results, bb, "cpu_mean")),
-        "host": ms(_part(results, host, "wall_median")),
-        "host_cpu": ms(_part(results, host, "cpu_mean")),
-        "host_dockerd": ms(_part(results, host, "dockerd_cpu_mean")),
-        "gnu_alone": ms(_part(results, gnu, "wall_median")),
-        "gnu_cpu": ms(_part(results, gnu, "cpu_mean")),
-        "gnu_dockerd": ms(_part(results, gnu, "dockerd_cpu_mean")),
-        "gnu1": ms(_cycle(results, "gnudate_only", "1", "ours", "wall_median")),
-        "gnu10": ms(_cycle(results, "gnudate_only", "10", "ours", "wall_median")),
-        "gnu50": ms(_cycle(results, "gnudate_only", "50", "ours", "wall_median")),
-        "mix50": ms(_cycle(results, "mix", "50", "ours", "wall_median")),
-        "gnu10_cpu": ms(_cycle(results, "gnudate_only", "10", "ours", "cpu_mean")),
-        "usual10": ms(_cycle(results, "mix", "10", "usual", "wall_median")),
-    }
-    cycles = results.get("cycles", {})
-    what = cycles.get("what_if", {})
-    five = what.get("10 GNU date, exchanges=5 (default)", {})
-    three = what.get("10 GNU date, exchanges=3", {})
-    wide = what.get("50 GNU date, concurrency=50, exchanges=3", {})
-    narrow = what.get("50 GNU date, concurrency=8 (default)", {})
-    knob3 = (
-        f" (measured below: {ms(five['wall_median']):.0f} -> "
-        f"{ms(three['wall_median']):.0f} ms and {ms(five['cpu_mean']):.1f} -> "
-        f"{ms(three['cpu_mean']):.1f} ms of CPU for 10 containers, largest "
-        f"uncertainty {ms(three['uncertainty_max']):.1f} ms against the 5 ms bound)"
-        if five and three
-        else ""
+def _knobs(what: dict[str, Any], prefix: str) -> str:
+    """Return the knob variants measured for a container count, as a sentence part."""
+    return "; ".join(
+        f"{name.removeprefix(prefix)}: {ms(part['wall_median']):.0f} ms, "
+        f"{ms(part['cpu_mean']):.1f} ms of CPU, uncertainty up to "
+        f"{ms(part['uncertainty_max']):.1f} ms"
+        for name, part in what.items()
+        if name.startswith(prefix)
     )
-    knob50 = (
-        f" (measured below: 50 containers {ms(narrow['wall_median']):.0f} -> "
-        f"{ms(wide['wall_median']):.0f} ms with concurrency 50 and 3 exchanges)"
-        if wide and narrow
+
+
+def _clause(lead: str, text: str) -> str:
+    """Return ``lead + text + "."``, or nothing when there is no text."""
+    return f"{lead}{text}." if text else ""
+
+
+def _listener_hints() -> list[str]:
+    """Return what the listener does not use yet that would cut its CPU."""
+    import importlib.util  # noqa: PLC0415
+
+    from custom_components.clock_drift.probes import (  # noqa: PLC0415
+        celery as celery_module,
+    )
+
+    hints = []
+    if importlib.util.find_spec("hiredis") is None:
+        hints.append(
+            "`hiredis` beside redis-py (its C parser; redis-py parses RESP3 in pure "
+            "Python without it, and it is not installed here)"
+        )
+    loads = getattr(celery_module, "_loads", None)
+    if loads is None or getattr(loads, "__module__", "") != "orjson":
+        hints.append(
+            "`orjson` (already a Home Assistant dependency) for the envelope and "
+            "body decodes"
+        )
+    hints.append("decoding only the fields it keeps")
+    return hints
+
+
+def miss_note(key: str, results: dict[str, Any]) -> str | None:
+    """Return why a target was missed and what would close it, from the figures."""
+    cycles = results.get("cycles", {})
+    parts: dict[str, Any] = cycles.get("breakdown", {})
+    what: dict[str, Any] = cycles.get("what_if", {})
+    slowest = ", ".join(
+        f"{name} {ms(part['wall_median']):.0f} ms"
+        for name, part in sorted(
+            parts.items(), key=lambda item: -item[1]["wall_median"]
+        )[:3]
+    )
+    costliest = ", ".join(
+        f"{name} {ms(part['cpu_mean']):.1f} ms"
+        for name, part in sorted(parts.items(), key=lambda item: -item[1]["cpu_mean"])[
+            :4
+        ]
+    )
+    gnu1 = ms(_cycle(results, "gnudate_only", "1", "ours", "wall_median"))
+    gnu10 = ms(_cycle(results, "gnudate_only", "10", "ours", "wall_median"))
+    gnu50 = ms(_cycle(results, "gnudate_only", "50", "ours", "wall_median"))
+    mix10 = ms(_cycle(results, "mix", "10", "ours", "wall_median"))
+    mix50 = ms(_cycle(results, "mix", "50", "ours", "wall_median"))
+    usual10 = ms(_cycle(results, "mix", "10", "usual", "wall_median"))
+    edge = "second_edge" in _methods(cycles)
+    edge_text = (
+        " Some BusyBox containers were read by a second-edge search, which waits "
+        "for the container's next whole second (0 to 1 s)."
+        if edge
         else ""
     )
     entries = [
         *cycles.get("mix", {}).values(),
         *cycles.get("gnudate_only", {}).values(),
     ]
-    stall = max((entry.get("loop_stall_largest", 0.0) for entry in entries), default=0)
-    worst_lag = "no cycle"
-    for series, label in (("gnudate_only", "GNU date"), ("mix", "mixed")):
-        for count, entry in cycles.get(series, {}).items():
-            if entry.get("loop_lag_largest") == max(
-                (e.get("loop_lag_largest", 0.0) for e in entries), default=None
-            ):
-                worst_lag = f"{count} {label} containers"
+    largest = max((e.get("loop_lag_largest", 0.0) for e in entries), default=0.0)
+    stall = max((e.get("loop_stall_largest", 0.0) for e in entries), default=0.0)
+    worst_lag = next(
+        (
+            f"{count} {label} containers"
+            for series, label in (("gnudate_only", "GNU date"), ("mix", "mixed"))
+            for count, entry in cycles.get(series, {}).items()
+            if entry.get("loop_lag_largest") == largest
+        ),
+        "no cycle",
+    )
     notes = {
         "cycle_10_median": (
-            "BusyBox containers set the pace: BusyBox `date` prints whole seconds, so "
-            "the probe waits for the container's next second edge, 0 to 1 s "
-            f"({fig['bb']:.0f} ms median for {bb} alone), and `DockerClocks` reads "
-            "at most 8 containers at once and keeps a slot while it sleeps to the "
-            "edge, so containers past the 8th wait for a later edge"
-            + (
-                f" (hence {fig['mix50']:.0f} ms at 50)"
-                if not math.isnan(fig["mix50"])
-                else ""
+            f"The mix took {mix10:.0f} ms and GNU date containers only "
+            f"{gnu10:.0f} ms. A cycle lasts about as long as its slowest probe; "
+            f"alone, the slowest are: {slowest}.{edge_text}"
+            + _clause(
+                " What fewer exchanges per container would buy, and cost in "
+                "uncertainty (measured below): ",
+                _knobs(what, "10 GNU date, "),
             )
-            + ". With GNU date containers only the cycle "
-            f"takes {fig['gnu10']:.0f} ms; its floor is the Docker daemon's clock, "
-            f"three sequential `/info` calls ({fig['host']:.0f} ms alone, "
-            f"{fig['host_dockerd']:.0f} ms of dockerd CPU per cycle), then 5 "
-            f"exchanges per container, 8 at a time ({fig['gnu_alone']:.0f} ms "
-            "alone). What would close it: read a BusyBox clock in one exchange with "
-            "BusyBox's own `adjtimex` applet, which prints `time.tv_sec` and "
-            "`time.tv_usec` without privileges (checked here), instead of the edge "
-            "search, or bracket the edge outside the cycle and report the last "
-            "bracket; release the concurrency slot while sleeping to an edge; read "
-            "the daemon's clock with one `/info`"
-            + (
-                f" ({ms(what['one /info call (aiodocker)']['wall_median']):.0f} ms "
-                "measured below)"
-                if "one /info call (aiodocker)" in what
-                else ""
-            )
-            + ", or every few cycles, or only for "
-            "`tcp://` endpoints (a daemon on a local socket usually shares Home "
-            f"Assistant's kernel clock); 3 exchanges per container instead of 5{knob3}."
         ),
         "cycle_10_ratio": (
-            f"It follows from the cycle time: the usual way takes "
-            f"{fig['usual10']:.0f} ms for these 10 containers; with GNU date "
-            f"containers only ours takes {fig['gnu10']:.0f} ms. The same changes "
-            "close it: a BusyBox read in one exchange brings the mix to the "
-            "GNU-only figure, and one `/info` per cycle lowers that floor."
+            f"It follows from the cycle time: the usual way takes {usual10:.0f} ms "
+            f"for these 10 containers, ours {mix10:.0f} ms (GNU date only: "
+            f"{gnu10:.0f} ms); what would shorten ours is in the note above."
         ),
         "cycle_10_cpu": (
-            f"Alone, {gnu} cost {fig['gnu_cpu']:.1f} ms (50 exchanges through "
-            f"aiodocker), the daemon's clock {fig['host_cpu']:.1f} ms (three `/info` "
-            f"JSON documents), and {bb} {fig['bb_cpu']:.1f} ms (edge searches); NTP, "
-            "Redis, chronyc and the coordinator's own work make up the rest. What "
-            f"would close it: 3 exchanges per container instead of 5{knob3}, one "
-            "`/info` per cycle, and BusyBox read through `adjtimex` in one exchange."
+            f"Alone, the parts that cost the most CPU are: {costliest}; the "
+            "coordinator's own work (report, registries, 20 workers) is the rest."
+            + _clause(
+                " The Docker probe with fewer exchanges (measured below): ",
+                _knobs(what, "10 GNU date, "),
+            )
         ),
         "cycle_50_scaling": (
-            "In the mix, 25 BusyBox containers go 8 at a time, each holding its slot "
-            "until its second edge: about one second per 8 BusyBox containers "
-            f"({fig['mix50']:.0f} ms). With GNU date containers only, 50 containers "
-            f"take {fig['gnu50']:.0f} ms against {fig['gnu1']:.0f} ms for one: 5 "
-            "exchanges each, 8 containers at a time, 7 rounds. What would close it: "
-            "a concurrency bound near the number of containers once their exec "
-            "streams are open (each costs a round trip, not a process), fewer "
-            f"exchanges{knob50}, and the BusyBox changes above."
+            f"Mixed: {mix50:.0f} ms against {gnu1:.0f} ms for one container; GNU "
+            f"date only: {gnu50:.0f} ms. Each container costs its exchanges, and "
+            "only so many streams are read at once."
+            + _clause(" Measured below: ", _knobs(what, "50 GNU date, "))
+            + edge_text
         ),
         "loop_lag": (
             f"The largest lag came with {worst_lag}. Most of it is the loop thread "
@@ -1812,31 +1828,25 @@ def miss_note(key: str, results: dict[str, Any]) -> str | None:
             "containers' shells, Redis and chronyd, and with whatever else runs on "
             "the machine (idle, the same ticker overshot by "
             f"{ms(cycles.get('idle_loop_lag', math.nan)):.1f} ms). What would close "
-            "it: less daemon work per cycle (one `/info`, fewer exchanges, a "
-            "BusyBox read in one exchange)."
+            "it: less daemon and container work per cycle (fewer exchanges)."
         ),
     }
     scale = results.get("scale", {})
     if scale:
         per_heartbeat = scale["listener_cpu_share"] / max(scale["publish_rate"], 1e-9)
         notes["listener_cpu"] = (
-            f"About {per_heartbeat * 1e6:.0f} µs of CPU per heartbeat. Profiled here, "
-            "the loop wakes once per message (heartbeats arrive spread out), "
-            "redis-py parses each RESP3 push in pure Python (hiredis, its C parser, "
-            "is not installed), and every message is two `json.loads` (the kombu "
-            "envelope, then the base64 body). What would close it: `hiredis` "
-            "beside redis-py, `orjson` (already a Home Assistant dependency) for the "
-            "two decodes, and reading the fields it needs only."
+            f"About {per_heartbeat * 1e6:.0f} µs of CPU per heartbeat, and the loop "
+            "wakes once per message (heartbeats arrive spread out). What would cut "
+            f"it: {', '.join(_listener_hints())}."
         )
         notes["listener_memory"] = (
             "The listener keeps each worker's last 10 heartbeats, which takes 20 s "
             "at one heartbeat every 2 s: a warm-up shorter than that (a --quick run) "
-            "still sees the windows filling. In a full run the warm-up is "
-            "22 s."
+            "still sees the windows filling. In a full run the warm-up is 22 s."
             if results.get("quick")
-            else "Memory grew after the windows were full: see the samples in the JSON "
-            "(`scale.samples`); a listener that keeps something per message would "
-            "show here."
+            else "Memory grew after the windows were full: see the samples in the "
+            "JSON (`scale.samples`); a listener that keeps something per message "
+            "would show here."
         )
     notes["accuracy_bounds"] = notes["accuracy_uncertainty"] = (
         "The rows marked **no** in the table show which clock and offset; each row "
@@ -1945,16 +1955,16 @@ def render_cycles(results: dict[str, Any], targets: list[dict[str, Any]]) -> lis
         "publishes every 2 s from a separate process (20 real worker processes "
         "would weigh on 2 cores; the accuracy section uses real workers).",
         "",
-        "Two series: the mix the issue asks for (half GNU `date` containers, read to "
-        "the nanosecond, half BusyBox ones, whose `date` prints whole seconds and is "
-        "read by bracketing its next second edge), and GNU `date` containers only. "
-        "Each gets 3 warm-up cycles, then "
-        f"{cycles['cycles']} timed cycles. Mix cycles start at a random phase of the "
-        "second (0.05 to 1.05 s apart), as Home Assistant's 30 s cycles do: back to "
-        "back they would lock onto the BusyBox second edge and always wait almost a "
-        "full second. GNU-only cycles are 50 ms apart. CPU is `time.process_time()` "
-        "around each cycle (the bench process, the heartbeat listener included); "
-        "`chronyc` is a child process, counted apart. The loop lag is the largest "
+        "Two series: the mix the issue asks for (half GNU `date` containers, half "
+        f"BusyBox ones; container reads per method over the mix's cycles: "
+        f"{_methods(cycles)}), and GNU `date` containers only. Each gets 3 warm-up "
+        f"cycles, then {cycles['cycles']} timed cycles. Mix cycles start at a "
+        "random phase of the second (0.05 to 1.05 s apart), as Home Assistant's 30 s "
+        "cycles do, so that a whole-second clock's edge search, where the probe "
+        "needs one, is timed fairly; GNU-only cycles are 50 ms apart. CPU is "
+        "`time.process_time()` around each cycle (the bench process, the heartbeat "
+        "listener included); `chronyc` is a child process, counted apart. The loop "
+        "lag is the largest "
         "overshoot of a task sleeping 1 ms, over a separate pass of "
         f"{cycles['lag_cycles']} cycles, so that the ticker's own wake-ups do not "
         "count as cycle CPU; the same ticker on the idle loop for "
@@ -2055,6 +2065,17 @@ def render_cycles(results: dict[str, Any], targets: list[dict[str, Any]]) -> lis
             "",
         ]
     return lines
+
+
+def _methods(cycles: dict[str, Any]) -> str:
+    """Return how the mix's containers were read, e.g. ``nanoseconds 150, ...``."""
+    counts: dict[str, int] = {}
+    for count, entry in cycles.get("mix", {}).items():
+        if count == "1":
+            continue
+        for method, number in entry["ours"].get("container_methods", {}).items():
+            counts[method] = counts.get(method, 0) + number
+    return ", ".join(f"{method} {number}" for method, number in sorted(counts.items()))
 
 
 def render_accuracy(
