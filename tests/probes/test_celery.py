@@ -8,6 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import json
 import logging
 import math
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -565,3 +570,66 @@ def test_decode_event_round_trip(
     assert event["utcoffset"] == utcoffset
     assert event["processed"] == processed
     assert event["loadavg"] == (0.1, 0.2, 0.3)
+
+
+async def test_idle_connection_is_pinged_then_given_up(
+    start_redis: StartRedis,
+    listen: Callable[..., Awaitable[HeartbeatListener]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle broker is pinged; one that stops answering (SIGSTOP) is given up."""
+    monkeypatch.setattr(celery_probe, "IDLE_POLL", 0.2)
+    server = start_redis()
+    listener = await listen(server.url)
+    await asyncio.sleep(1.0)  # several idle polls, each PING answered
+    assert listener.connected
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        error = await wait_for(lambda: listener.last_error, timeout=5)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert "no answer to PING" in error
+    await wait_for(lambda: listener.connected, timeout=10)
+
+
+def test_parse_resp() -> None:
+    """RESP2 and RESP3 values, partial input, nulls and errors."""
+    parse = celery_probe._parse_resp
+    pmessage = b">4\r\n$8\r\npmessage\r\n$1\r\np\r\n$1\r\nc\r\n$2\r\nhi\r\n"
+    assert parse(bytearray(pmessage), 0) == (
+        [b"pmessage", b"p", b"c", b"hi"],
+        len(pmessage),
+    )
+    for cut in range(len(pmessage)):
+        assert parse(bytearray(pmessage[:cut]), 0) is None
+    assert parse(bytearray(b"$-1\r\n"), 0) == (None, 5)
+    assert parse(bytearray(b"%1\r\n+a\r\n:1\r\n"), 0) == ([b"a", b"1"], 12)
+    (error, _) = parse(bytearray(b"-NOPERM no\r\n"), 0) or (None, 0)
+    assert error == celery_probe._RespError("NOPERM no")
+    with pytest.raises(ValueError, match="invalid literal"):
+        parse(bytearray(b"$x\r\n"), 0)
+
+
+def test_decoding_without_orjson() -> None:
+    """Without orjson (outside Home Assistant) the listener decodes with json."""
+    code = (
+        "import sys, types; sys.modules['orjson'] = None\n"
+        # The probes import no Home Assistant (which needs orjson): load them alone.
+        "for name in ('custom_components', 'custom_components.clock_drift'):\n"
+        "    sys.modules[name] = types.ModuleType(name)\n"
+        "    sys.modules[name].__path__ = [name.replace('.', '/')]\n"
+        "from custom_components.clock_drift.probes import celery\n"
+        "assert celery._fast_loads is None\n"
+        f"print(celery.decode_event({envelope(heartbeat('w@h', 5.0))!r})['hostname'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "w@h"
