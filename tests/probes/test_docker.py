@@ -48,7 +48,7 @@ from tests.harness import BUSYBOX_IMAGE, GNUDATE_IMAGE, Containers, DockerDaemon
 from tests.harness.servers import find_binary
 
 NOSHELL_IMAGE = "clock-drift-test/noshell"
-NO_ADJTIMEX = b"sh: adjtimex: not found\n=\n"
+NO_ADJTIMEX = b"sh: adjtimex: not found =\n"
 """What a BusyBox shell without the applet answers to the stream's ``t`` line."""
 
 
@@ -336,8 +336,8 @@ async def test_container_without_shell_uses_daemon_clock(
     [
         ("echo", "the container's date printed an empty line"),
         ("echo hello", "the container's date printed 'hello'"),
-        ("printf '%0300d\\n' 0", "longer than 256 bytes"),
-        ("printf '%0300d' 0", "longer than 256 bytes"),
+        ("printf '%01100d\\n' 0", "longer than 1024 bytes"),
+        ("printf '%01100d' 0", "longer than 1024 bytes"),
         ("echo oops >&2", "the container's shell said 'oops'"),
         ("echo 1796400350.12x", "the container's date printed '1796400350.12x'"),
         ('echo 1796400350.123; echo "1796400350.%N"', "changed its format"),
@@ -878,13 +878,17 @@ async def test_exec_waits_for_exit_code(
 async def test_adjtimex_misbehaving(
     bad_docker: tuple[BadDocker, DockerClocks],
 ) -> None:
-    """An adjtimex that floods, or stops answering later, fails that reading."""
+    """An adjtimex that floods, is cut short or stops answering fails that reading."""
     api, clocks = bad_docker
-    good = (ADJTIMEX_OUTPUT % (64, 5)) + b"\n=\n"
-    api.streams = [([], [b"100.%N\n", b"x\n" * 50 + b"=\n"])]
+    good = (ADJTIMEX_OUTPUT % (64, 5)).replace(b"\n", b" ") + b" =\n"
+    api.streams = [([], [b"100.%N\n", b"x" * 2000 + b"\n"])]
     reading = await read_one(clocks)
     assert reading.error is not None
-    assert "too many lines" in reading.error
+    assert "longer than" in reading.error
+    api.streams = [([], [b"100.%N\n", b"time.tv_sec: 5\n"])]
+    reading = await read_one(clocks)
+    assert reading.error is not None
+    assert "adjtimex printed 'time.tv_sec: 5'" in reading.error
     api.streams = [([], [b"100.%N\n", good, NO_ADJTIMEX])]
     reading = await read_one(clocks)
     assert reading.error is not None

@@ -41,24 +41,23 @@ _LOGGER = logging.getLogger(__name__)
 CLOCK_COMMAND: Final = (
     "sh",
     "-c",
-    "while read c; do case $c in t) adjtimex 2>&1; echo =;; "
+    "set -f; while read c; do case $c in t) echo $(adjtimex 2>&1) =;; "
     "*) date +%s.%N;; esac; done",
 )
 """One clock read per line written: the exec stream every container reading uses.
 
 An empty line runs ``date +%s.%N``; a ``t`` runs BusyBox's ``adjtimex`` applet
-(the kernel's clock to the microsecond, no privileges needed), its output ended
-by a ``=`` line. The probe sends ``t`` only where ``date`` prints a literal
-``%N``: a GNU ``date`` may be skewed by libfaketime, which ``adjtimex`` bypasses.
+(the kernel's clock to the microsecond, no privileges needed), its output joined
+into one line (unquoted, globbing off) ended by `` =``: one frame to read. The
+probe sends ``t`` only where ``date`` prints a literal ``%N``: a GNU ``date`` may
+be skewed by libfaketime, which ``adjtimex`` bypasses.
 """
-ADJTIMEX_MAX_LINES: Final = 40
-"""Most lines accepted from one ``adjtimex`` run (BusyBox prints 13)."""
 STA_NANO: Final = 0x2000
 """``adjtimex`` status bit: ``time.tv_usec`` holds nanoseconds."""
 EXCHANGES: Final = 3
 """Exchanges per cycle for a nanosecond ``date``; the shortest round trip wins."""
-MAX_LINE: Final = 256
-"""Longest answer line accepted from a container, in bytes."""
+MAX_LINE: Final = 1024
+"""Longest answer line accepted from a container, in bytes (adjtimex: ~350)."""
 MAX_EXEC_OUTPUT: Final = 1 << 20
 """Output kept from ``exec``; the rest is dropped."""
 HOST_SAMPLES: Final = 1
@@ -85,7 +84,7 @@ STOPPED_MARKERS: Final = ("cannot exec in a", "is not running")
 
 _ANSWER: Final = re.compile(rb"(\d{1,12})\.(\d{1,9}|%N)")
 _ADJTIMEX_FIELD: Final = re.compile(
-    rb"^\s*(status|time\.tv_sec|time\.tv_usec):\s+(\d{1,12})\b", re.MULTILINE
+    rb"(?:^|\s)(status|time\.tv_sec|time\.tv_usec):\s+(\d{1,12})\b"
 )
 _SLOT: ContextVar[asyncio.Semaphore | None] = ContextVar("_SLOT", default=None)
 """The concurrency slot the current container reading holds, if any."""
@@ -291,16 +290,12 @@ class _Session:
     async def exchange_adjtimex(self, timeout: float) -> _Answer | None:
         """Run ``adjtimex`` once; None when the container's BusyBox has none."""
         t0 = await self._send(b"t\n")
-        lines = []
-        async with asyncio.timeout(timeout):
-            while (line := (await self.readline(timeout)).strip()) != b"=":
-                lines.append(line)
-                if len(lines) > ADJTIMEX_MAX_LINES:
-                    raise ProbeResponseError(
-                        "the container's adjtimex printed too many lines"
-                    )
+        line = (await self.readline(timeout)).rstrip()
         t1 = time.time()
-        parsed = parse_adjtimex(b"\n".join(lines))
+        if not line.endswith(b"="):
+            shown = line[:40].decode("ascii", "backslashreplace")
+            raise ProbeResponseError(f"the container's adjtimex printed {shown!r}")
+        parsed = parse_adjtimex(line)
         if parsed is None:
             return None
         return _Answer(t0, t1, parsed[0], parsed[1])
