@@ -400,6 +400,7 @@ class CyclePass:
     errors: list[str] = field(default_factory=list)
     methods: dict[str, int] = field(default_factory=dict)
     """How the containers' clocks were read, over all cycles."""
+    container_uncertainties: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Return the pass's figures for the JSON file."""
@@ -416,6 +417,10 @@ class CyclePass:
             else math.nan,
             "readings_per_cycle": self.readings / max(len(self.wall), 1),
             "container_methods": self.methods,
+            "container_uncertainty_median": median(self.container_uncertainties),
+            "container_uncertainty_max": max(
+                self.container_uncertainties, default=math.nan
+            ),
             "failed_readings": self.failed,
             "errors": sorted(set(self.errors))[:10],
             "wall": self.wall,
@@ -458,6 +463,8 @@ async def run_pass(
         for reading in readings:
             if (method := getattr(reading, "method", None)) is not None:
                 result.methods[str(method)] = result.methods.get(str(method), 0) + 1
+                if (uncertainty := getattr(reading, "uncertainty", None)) is not None:
+                    result.container_uncertainties.append(uncertainty)
             if not getattr(reading, "ok", False):
                 result.failed += 1
                 result.errors.append(
@@ -1976,9 +1983,10 @@ def render_cycles(results: dict[str, Any], targets: list[dict[str, Any]]) -> lis
         "",
         *_targets_table(targets, "cycles"),
         "| Containers | Cycle median (ms) | p95 (ms) | CPU/cycle (ms) | chronyc CPU "
-        "(ms) | dockerd CPU (ms) | Loop lag max / p99 (ms) | Usual way median (ms) "
-        "| p95 (ms) | docker CLI CPU (ms) | dockerd CPU (ms) | Usual / ours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(ms) | dockerd CPU (ms) | Loop lag max / p99 (ms) | Container uncertainty "
+        "median / max (ms) | Usual way median (ms) | p95 (ms) | docker CLI CPU (ms) "
+        "| dockerd CPU (ms) | Usual / ours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     usual_by_count = {
         count: entry for count, entry in cycles["mix"].items() if "usual" in entry
@@ -2002,6 +2010,8 @@ def render_cycles(results: dict[str, Any], targets: list[dict[str, Any]]) -> lis
                 f"{_num(entry['ours_dockerd_cpu_per_cycle'])} | "
                 f"{_num(entry['loop_lag_largest'], 2)} / "
                 f"{_num(entry['loop_lag_p99'], 2)} | "
+                f"{_num(ours.get('container_uncertainty_median'), 2)} / "
+                f"{_num(ours.get('container_uncertainty_max'), 2)} | "
                 + (
                     f"{_num(usual['wall_median'])} | {_num(usual['wall_p95'])} | "
                     f"{_num(usual['child_cpu_mean'])} | "
