@@ -593,24 +593,6 @@ async def test_idle_connection_is_pinged_then_given_up(
     await wait_for(lambda: listener.connected, timeout=10)
 
 
-def test_parse_resp() -> None:
-    """RESP2 and RESP3 values, partial input, nulls and errors."""
-    parse = celery_probe._parse_resp
-    pmessage = b">4\r\n$8\r\npmessage\r\n$1\r\np\r\n$1\r\nc\r\n$2\r\nhi\r\n"
-    assert parse(bytearray(pmessage), 0) == (
-        [b"pmessage", b"p", b"c", b"hi"],
-        len(pmessage),
-    )
-    for cut in range(len(pmessage)):
-        assert parse(bytearray(pmessage[:cut]), 0) is None
-    assert parse(bytearray(b"$-1\r\n"), 0) == (None, 5)
-    assert parse(bytearray(b"%1\r\n+a\r\n:1\r\n"), 0) == ([b"a", b"1"], 12)
-    (error, _) = parse(bytearray(b"-NOPERM no\r\n"), 0) or (None, 0)
-    assert error == celery_probe._RespError("NOPERM no")
-    with pytest.raises(ValueError, match="invalid literal"):
-        parse(bytearray(b"$x\r\n"), 0)
-
-
 def test_decoding_without_orjson() -> None:
     """Without orjson (outside Home Assistant) the listener decodes with json."""
     code = (

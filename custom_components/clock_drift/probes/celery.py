@@ -16,7 +16,6 @@ import time
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis._parsers import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -70,7 +69,6 @@ IDLE_POLL: Final = 10.0
 """Longest wait for a message before the connection's health is checked."""
 MISSED_PINGS: Final = 3
 """Idle polls in a row, each sending a PING, before the connection is given up."""
-READ_SIZE: Final = 1 << 16
 BACKOFF_FIRST: Final = 1.0
 BACKOFF_MAX: Final = 30.0
 LOG_INTERVAL: Final = 60.0
@@ -163,60 +161,6 @@ def _event_fields(body: dict[str, Any]) -> dict[str, Any] | None:
         "processed": _count(body.get("processed")),
         "loadavg": loads,
     }
-
-
-@dataclass(frozen=True, slots=True)
-class _RespError:
-    """An error reply read from Redis."""
-
-    message: str
-
-
-def _parse_resp(buffer: bytearray, position: int) -> tuple[Any, int] | None:
-    """Return one RESP2/RESP3 value at ``position`` and the position after it.
-
-    None when the buffer does not hold the whole value yet. Bulk strings are
-    bytes, aggregates lists, errors ``_RespError``, other scalars their text;
-    ValueError when the header is not RESP.
-    """
-    end = buffer.find(b"\r\n", position)
-    if end < 0:
-        return None
-    kind = buffer[position]
-    text = bytes(buffer[position + 1 : end])
-    position = end + 2
-    if kind in b"$=!":
-        return _parse_bulk(buffer, position, int(text))
-    if kind in b"*>~%|":
-        pairs = kind in b"%|"
-        return _parse_aggregate(buffer, position, int(text) * (2 if pairs else 1))
-    value = _RespError(text.decode("utf-8", "replace")) if kind == ord("-") else text
-    return value, position
-
-
-def _parse_bulk(
-    buffer: bytearray, position: int, size: int
-) -> tuple[bytes | None, int] | None:
-    """Return a bulk string of ``size`` bytes (None for RESP2's null) and after it."""
-    if size < 0:
-        return None, position
-    if len(buffer) < position + size + 2:
-        return None
-    return bytes(buffer[position : position + size]), position + size + 2
-
-
-def _parse_aggregate(
-    buffer: bytearray, position: int, count: int
-) -> tuple[list[Any], int] | None:
-    """Return ``count`` values in a list, and the position after them."""
-    items = []
-    for _ in range(max(count, 0)):
-        parsed = _parse_resp(buffer, position)
-        if parsed is None:
-            return None
-        item, position = parsed
-        items.append(item)
-    return items, position
 
 
 def celery_utcoffset() -> float:
@@ -355,9 +299,9 @@ class HeartbeatListener:
             client = Redis.from_url(
                 self._url,
                 socket_connect_timeout=5.0,
-                health_check_interval=30,
-                # The loop below backs off; no CLIENT SETINFO, whose version comes
-                # from a blocking read of the package metadata on the event loop.
+                # The loop below backs off and _listen pings an idle connection; no
+                # CLIENT SETINFO, whose version comes from a blocking read of the
+                # package metadata on the event loop.
                 retry=Retry(NoBackoff(), 0),
                 driver_info=None,
             )
@@ -407,47 +351,29 @@ class HeartbeatListener:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _listen(self, pubsub: Any) -> None:
-        """Handle messages until the connection fails.
+        """Handle messages until the connection fails or stops answering.
 
-        Once redis-py has connected and subscribed, the pushes are read straight
-        from its connection's stream (redis==8.1.0 is pinned), one read per wake-up,
-        and parsed here: redis-py's pure-Python parser, with a timeout, a retry
-        wrapper and a debug string per message, cost most of the listener's CPU.
+        An idle connection is pinged at every quiet poll; a broker that answers
+        nothing, its PONGs included, for ``MISSED_PINGS`` polls in a row (a frozen
+        Redis keeps the TCP connection open) is given up and reconnected.
         """
-        reader: asyncio.StreamReader = pubsub.connection._reader  # noqa: SLF001
-        buffer = bytearray()
         idle = 0
         while True:
-            try:
-                async with asyncio.timeout(IDLE_POLL):
-                    chunk = await reader.read(READ_SIZE)
-            except TimeoutError:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=IDLE_POLL
+            )
+            received = time.time()
+            if message is None:
                 idle += 1
                 if idle >= MISSED_PINGS:
                     raise redis.exceptions.TimeoutError(
                         f"no answer to PING in {IDLE_POLL * (idle - 1):.0f} s"
-                    ) from None
+                    )
                 await pubsub.ping()
                 continue
-            received = time.time()
-            if not chunk:
-                raise redis.exceptions.ConnectionError("Connection closed by server.")
             idle = 0
-            buffer += chunk
-            position = 0
-            try:
-                while (parsed := _parse_resp(buffer, position)) is not None:
-                    value, position = parsed
-                    if isinstance(value, _RespError):
-                        error: Exception = BaseParser.parse_error(value.message)  # type: ignore[no-untyped-call]
-                        raise error
-                    if isinstance(value, list) and value and value[0] == b"pmessage":
-                        self._on_message(value[-1], received)
-            except ValueError as err:
-                raise redis.exceptions.InvalidResponse(
-                    f"not a Redis reply: {bytes(buffer[position : position + 20])!r}"
-                ) from err
-            del buffer[:position]
+            if message.get("type") == "pmessage":
+                self._on_message(message.get("data"), received)
 
     def _on_message(self, data: Any, received: float) -> None:
         """Decode one published message and record it."""
