@@ -67,6 +67,8 @@ timestamp itself is a float ``time.time()`` (microseconds), negligible here.
 """
 IDLE_POLL: Final = 10.0
 """Longest wait for a message before the connection's health is checked."""
+YIELD_EVERY: Final = 64
+"""Messages handled in a row before the listener lets other tasks run."""
 MISSED_PINGS: Final = 3
 """Idle polls in a row, each sending a PING, before the connection is given up."""
 BACKOFF_FIRST: Final = 1.0
@@ -358,11 +360,17 @@ class HeartbeatListener:
         Redis keeps the TCP connection open) is given up and reconnected.
         """
         idle = 0
+        handled = 0
         while True:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=IDLE_POLL
             )
             received = time.time()
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                # Messages already buffered by the parser come without a suspension:
+                # give the event loop its turn during a burst.
+                await asyncio.sleep(0)
             if message is None:
                 idle += 1
                 if idle >= MISSED_PINGS:
