@@ -71,6 +71,20 @@ def _uncertainty(reading: Reading | None) -> dict[str, Any]:
     return {ATTR_UNCERTAINTY: round(reading.uncertainty, 6)}
 
 
+def _reading_offset(
+    translation_key: str, reading_fn: Callable[[ClockDriftData, str], Reading | None]
+) -> ClockDriftSensorDescription:
+    """Return the description of one reading's offset, its uncertainty an attribute."""
+    return _offset(
+        "offset",
+        translation_key,
+        attributes_fn=lambda data, item: _uncertainty(reading_fn(data, item)),
+        value_fn=lambda data, item: (
+            reading.offset if (reading := reading_fn(data, item)) else None
+        ),
+    )
+
+
 def _best_ntp(data: ClockDriftData) -> NtpReading | None:
     """Return the NTP reading closest to the median (the one taken as true time)."""
     readings = [
@@ -123,12 +137,7 @@ HOST_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
 )
 
 DOCKER_HOST_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
-    _offset(
-        "offset",
-        "docker_host_offset",
-        attributes_fn=lambda data, _: _uncertainty(data.docker_host),
-        value_fn=lambda data, _: data.docker_host.offset if data.docker_host else None,
-    ),
+    _reading_offset("docker_host_offset", lambda data, _: data.docker_host),
 )
 
 CHRONY_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
@@ -202,21 +211,11 @@ CHRONY_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
 )
 
 REDIS_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
-    _offset(
-        "offset",
-        "redis_offset",
-        attributes_fn=lambda data, _: _uncertainty(data.redis),
-        value_fn=lambda data, _: data.redis.offset if data.redis else None,
-    ),
+    _reading_offset("redis_offset", lambda data, _: data.redis),
 )
 
 CONTAINER_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
-    _offset(
-        "offset",
-        "container_offset",
-        attributes_fn=lambda data, name: _uncertainty(data.containers.get(name)),
-        value_fn=lambda data, name: data.containers[name].offset,
-    ),
+    _reading_offset("container_offset", lambda data, name: data.containers.get(name)),
 )
 
 WORKER_SENSORS: tuple[ClockDriftSensorDescription, ...] = (
